@@ -1,0 +1,3 @@
+from gcl_eval.cli import main
+
+main()

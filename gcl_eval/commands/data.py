@@ -1,0 +1,82 @@
+"""`gcl-eval data ...`: build, convert and check ranked datasets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+@click.group("data")
+def data() -> None:
+    """Build, convert and check ranked datasets (Marqo-GS layout, HF parquet, BEIR)."""
+
+
+@data.command("split")
+@click.argument("table", type=click.Path(path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path),
+              help="Folder to write in the Marqo-GS layout; must not exist unless --overwrite.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the query and document draws.")
+@click.option("--eval-fraction", default=0.2, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Share of queries that become eval queries (novel_query, zero_shot).")
+@click.option("--corpus-2-fraction", default=0.5, show_default=True,
+              type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Share of documents that go to corpus_2 (novel_corpus, zero_shot).")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print the per-split summary as JSON.")
+def split(table, out, seed, eval_fraction, corpus_2_fraction, overwrite, as_json):
+    """Split a ranked pair table (CSV or parquet) four ways and write it in the Marqo-GS layout.
+
+    TABLE has columns query, doc_id (or product_id), score (or score_linear), title and/or image
+    (or image_local), and optionally query_id. Queries go 80/20 to train/eval, documents 50/50 to
+    corpus_1/corpus_2 (seeded).
+    """
+    from gcl_eval.data.check import check_dataset
+    from gcl_eval.data.marqo import write_marqo
+    from gcl_eval.data.split import build_quadruple_split, read_pair_table
+
+    pairs, documents = read_pair_table(table)
+    dataset = build_quadruple_split(pairs, documents, seed=seed, eval_query_fraction=eval_fraction,
+                                    corpus_2_fraction=corpus_2_fraction, name=out.name)
+    summary = check_dataset(dataset)
+    write_marqo(dataset, out, overwrite=overwrite)
+    _print_summary(summary, as_json, title=f"wrote {out}")
+
+
+@data.command("check")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON only.")
+@click.option("--images", "images_root", type=click.Path(path_type=Path), default=None,
+              help="Folder the image paths are re-rooted to (Marqo-GS layout).")
+@click.option("--check-images", is_flag=True, help="Also check that every image reference resolves.")
+@click.option("--format", "fmt", type=click.Choice(["auto", "marqo", "hf", "beir"]), default="auto",
+              show_default=True, help="Dataset layout.")
+def check(path, as_json, images_root, check_images, fmt):
+    """Validate a dataset and print, per split, pairs, queries, docs and the corpus it searches.
+
+    Fails (exit 2) when the splits violate the quadruple structure: an eval query among train
+    queries, a product in both corpora, a pair whose product is not in its split's corpus.
+    """
+    from gcl_eval.data.check import check_dataset
+    from gcl_eval.data.io import read_dataset
+
+    dataset = read_dataset(path, format=fmt, images_root=images_root)
+    _print_summary(check_dataset(dataset, check_images=check_images), as_json, title=f"{path}: ok")
+
+
+def _print_summary(summary: dict, as_json: bool, title: str) -> None:
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    from gcl_eval.console import print_table
+
+    click.echo(title)
+    rows = [[name, s["pairs"], s["queries"], s["docs"], s["corpus"], s["corpus_size"]]
+            for name, s in summary["splits"].items()]
+    print_table("", ["split", "pairs", "queries", "docs", "corpus", "corpus size"], rows)
+
+
+from gcl_eval.commands.data_synth import synth  # noqa: E402
+
+data.add_command(synth)

@@ -1,0 +1,121 @@
+"""Graded ground truth for one split, as the reference protocol builds it (SPEC section 7, steps 1-2).
+
+Everything is arrays: a query's ground truth is a row of document indices into the split's corpus
+and a row of integer grades, padded with -1 / 0, so retrieved documents are graded in one
+vectorised lookup.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from gcl_eval.errors import DataError
+
+MAX_GRADE = 100
+
+
+def grades_from_scores(scores) -> np.ndarray:
+    """Min-max rescale a split's scores to integers 1..100, truncating (identity for score_linear).
+
+    A constant score column (every pair equally relevant) gives grade 100 everywhere, so ERR's
+    R = (2^g - 1) / 2^gmax is ~1 at the first relevant document, as for binary relevance.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if s.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    lo, hi = float(s.min()), float(s.max())
+    if hi == lo:
+        return np.full(s.shape, MAX_GRADE, dtype=np.int64)
+    scaled = 1.0 + (MAX_GRADE - 1) * (s - lo) / (hi - lo)
+    # 1e-9 keeps exact integers exact: 1 + 99 * (s - 1) / 99 can land a hair below s
+    return np.floor(scaled + 1e-9).astype(np.int64)
+
+
+def sample_queries(query_ids: np.ndarray, grades: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Draw up to n distinct queries, with probability proportional to each query's summed grades.
+
+    Returns the drawn query ids in draw order. n >= the number of queries returns all of them
+    (in first-appearance order), as the reference caps top_q at the number of queries.
+    """
+    frame = pd.DataFrame({"qid": np.asarray(query_ids, dtype=object), "g": np.asarray(grades, dtype=np.int64)})
+    totals = frame.groupby("qid", sort=False)["g"].sum()
+    if n >= len(totals):
+        return totals.index.to_numpy(dtype=object)
+    p = totals.to_numpy(dtype=np.float64)
+    p = p / p.sum()
+    rng = np.random.default_rng(seed)
+    drawn = rng.choice(len(totals), size=n, replace=False, p=p)
+    return totals.index.to_numpy(dtype=object)[drawn]
+
+
+@dataclass
+class Qrels:
+    """Ground truth of a split for the sampled queries.
+
+    query_ids: (Q,) str; doc_index: (Q, m) int, indices into the corpus (-1 = padding), sorted by
+    grade descending; grades: (Q, m) int (0 = padding).
+    """
+
+    query_ids: np.ndarray
+    doc_index: np.ndarray
+    grades: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.query_ids)
+
+    def grade(self, retrieved: np.ndarray) -> np.ndarray:
+        """Grades of retrieved corpus indices (Q x k, -1 = nothing) in one vectorised lookup."""
+        q = self.doc_index.shape[0]
+        n_docs = int(max(self.doc_index.max(initial=-1), retrieved.max(initial=-1))) + 1
+        valid = self.doc_index >= 0
+        keys = (np.arange(q)[:, None] * n_docs + self.doc_index)[valid]
+        values = self.grades[valid]
+        order = np.argsort(keys, kind="stable")
+        keys, values = keys[order], values[order]
+        out = np.zeros(retrieved.shape, dtype=np.int64)
+        if len(keys) == 0:
+            return out
+        wanted = np.arange(q)[:, None] * n_docs + retrieved
+        pos = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+        hit = (retrieved >= 0) & (keys[pos] == wanted)
+        out[hit] = values[pos[hit]]
+        return out
+
+    def to_dict(self, corpus_ids) -> dict[str, dict[str, int]]:
+        ids = np.asarray(corpus_ids, dtype=object)
+        return {
+            str(qid): {str(ids[d]): int(g) for d, g in zip(row_d, row_g) if d >= 0}
+            for qid, row_d, row_g in zip(self.query_ids, self.doc_index, self.grades)
+        }
+
+
+def build_qrels(pairs: pd.DataFrame, corpus_ids, query_ids, top_k: int = 1000) -> Qrels:
+    """Each query's rows sorted by grade (descending), at most top_k of them, as corpus indices.
+
+    pairs needs columns query_id, doc_id and grade. A pair whose document is not in the corpus is
+    an input error (the split points at the wrong corpus).
+    """
+    position = pd.Index(np.asarray(corpus_ids, dtype=object))
+    wanted = pd.Index(np.asarray(query_ids, dtype=object))
+    sub = pairs[pairs["query_id"].isin(wanted)]
+    doc_pos = position.get_indexer(sub["doc_id"].to_numpy(dtype=object))
+    if (doc_pos < 0).any():
+        missing = sub["doc_id"].to_numpy(dtype=object)[doc_pos < 0][0]
+        raise DataError(f"document {missing!r} of the ground truth is not in the searched corpus")
+    q_row = wanted.get_indexer(sub["query_id"].to_numpy(dtype=object))
+    grades = sub["grade"].to_numpy(dtype=np.int64)
+    order = np.lexsort((-grades, q_row))  # by query, then grade descending (stable within ties)
+    q_row, doc_pos, grades = q_row[order], doc_pos[order], grades[order]
+    counts = np.bincount(q_row, minlength=len(wanted))
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.arange(len(q_row)) - starts[q_row]
+    keep = rank < top_k
+    m = int(min(counts.max(initial=0), top_k)) if len(counts) else 0
+    doc_index = np.full((len(wanted), max(m, 1)), -1, dtype=np.int64)
+    grade_arr = np.zeros((len(wanted), max(m, 1)), dtype=np.int64)
+    doc_index[q_row[keep], rank[keep]] = doc_pos[keep]
+    grade_arr[q_row[keep], rank[keep]] = grades[keep]
+    return Qrels(wanted.to_numpy(dtype=object), doc_index, grade_arr)

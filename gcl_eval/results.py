@@ -1,0 +1,201 @@
+"""RunResult and the run folder: result.json (versioned), per_query.parquet, run_<split>.trec.
+
+The folder is built in a temporary sibling and renamed into place, so a killed run never leaves a
+result that looks complete. `load_run` validates the schema and the agreement between the per-query
+scores and the aggregates, so a hand-edited or truncated folder is refused with one line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gcl_eval import __version__
+from gcl_eval.errors import GclError
+
+SCHEMA_VERSION = 1
+REQUIRED_KEYS = ("schema_version", "tool", "model", "dataset", "protocol", "splits", "timings", "environment")
+PROTOCOL_KEYS = ("top_k", "queries_per_split", "sampling", "seed", "metric_profile", "measures")
+
+
+@dataclass
+class SplitRun:
+    """The ranked lists of one split: query ids, and per query the retrieved doc ids and scores."""
+
+    query_ids: list[str]
+    doc_ids: list[list[str]]
+    scores: list[np.ndarray]
+
+
+@dataclass
+class RunResult:
+    """Everything a run folder holds. splits[name] = {n_queries, corpus_size, metrics{measure: mean}}."""
+
+    model: dict
+    dataset: dict
+    protocol: dict
+    splits: dict[str, dict]
+    per_query: pd.DataFrame  # columns: split, qid, one per measure
+    timings: dict = field(default_factory=dict)
+    environment: dict = field(default_factory=dict)
+    tool: dict = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> dict:
+        return {
+            "schema_version": self.schema_version,
+            "tool": self.tool or tool_info(),
+            "model": self.model,
+            "dataset": self.dataset,
+            "protocol": self.protocol,
+            "splits": self.splits,
+            "timings": self.timings,
+            "environment": self.environment or environment_info(),
+        }
+
+    def metric(self, split: str, measure: str) -> float:
+        return self.splits[split]["metrics"][measure]
+
+
+def tool_info() -> dict:
+    return {"name": "gcl-eval", "version": __version__, "git_commit": _git_commit()}
+
+
+def _git_commit() -> str | None:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def environment_info(device: str | None = None) -> dict:
+    info = {"python": platform.python_version(), "platform": platform.platform(), "cpu_count": os.cpu_count()}
+    for name in ("numpy", "torch", "open_clip", "faiss"):
+        module = sys.modules.get(name)
+        if module is not None:
+            info[name] = getattr(module, "__version__", None)
+    if device:
+        info["device"] = device
+    return info
+
+
+def save_run(result: RunResult, out: Path, runs: dict[str, SplitRun] | None = None, *, tag: str = "gcl-eval") -> Path:
+    """Write the run folder atomically (replacing an existing one only once the new one is complete)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        (tmp / "result.json").write_text(json.dumps(_jsonable(result.to_json()), indent=2, sort_keys=False) + "\n")
+        result.per_query.to_parquet(tmp / "per_query.parquet", index=False)
+        for split, run in (runs or {}).items():
+            write_trec_run(tmp / f"run_{split}.trec", run, tag)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def write_trec_run(path: Path, run: SplitRun, tag: str) -> None:
+    """TREC run lines `qid Q0 docid rank score tag`, ranks from 1, in retrieval order."""
+    with open(path, "w", encoding="utf-8") as handle:
+        for qid, docs, scores in zip(run.query_ids, run.doc_ids, run.scores):
+            for rank, (doc, score) in enumerate(zip(docs, scores), start=1):
+                handle.write(f"{qid} Q0 {doc} {rank} {float(score):.6f} {tag}\n")
+
+
+def load_run(path: Path | str) -> RunResult:
+    """Read and validate a run folder (or its result.json); one-line GclError when it is not valid."""
+    folder = Path(path)
+    if folder.is_file() and folder.name == "result.json":
+        folder = folder.parent
+    result_file = folder / "result.json"
+    if not result_file.is_file():
+        raise GclError(f"{folder}: not a run folder (no result.json)")
+    try:
+        doc = json.loads(result_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise GclError(f"{result_file}: not valid JSON ({err})") from None
+    _validate(doc, result_file)
+    per_query_file = folder / "per_query.parquet"
+    if not per_query_file.is_file():
+        raise GclError(f"{folder}: per_query.parquet is missing")
+    try:
+        per_query = pd.read_parquet(per_query_file)
+    except Exception as err:  # pyarrow raises several kinds for a damaged file
+        raise GclError(f"{per_query_file}: cannot be read ({' '.join(str(err).split())[:200]})") from None
+    _validate_per_query(doc, per_query, per_query_file)
+    return RunResult(model=doc["model"], dataset=doc["dataset"], protocol=doc["protocol"], splits=doc["splits"],
+                     per_query=per_query, timings=doc["timings"], environment=doc["environment"],
+                     tool=doc["tool"], schema_version=doc["schema_version"])
+
+
+def _validate(doc: object, where: Path) -> None:
+    if not isinstance(doc, dict):
+        raise GclError(f"{where}: expected a JSON object")
+    missing = [k for k in REQUIRED_KEYS if k not in doc]
+    if missing:
+        raise GclError(f"{where}: missing key(s) {', '.join(missing)}")
+    if doc["schema_version"] != SCHEMA_VERSION:
+        raise GclError(f"{where}: schema_version {doc['schema_version']!r} is not supported (expected {SCHEMA_VERSION})")
+    protocol = doc["protocol"]
+    if not isinstance(protocol, dict) or any(k not in protocol for k in PROTOCOL_KEYS):
+        raise GclError(f"{where}: protocol needs {', '.join(PROTOCOL_KEYS)}")
+    if not isinstance(doc["splits"], dict) or not doc["splits"]:
+        raise GclError(f"{where}: splits must be a non-empty object")
+    for split, body in doc["splits"].items():
+        if not isinstance(body, dict) or not {"n_queries", "corpus_size", "metrics"} <= set(body):
+            raise GclError(f"{where}: split {split!r} needs n_queries, corpus_size and metrics")
+        for measure in protocol["measures"]:
+            value = body["metrics"].get(measure)
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise GclError(f"{where}: split {split!r} has no finite value for {measure!r}")
+
+
+def _validate_per_query(doc: dict, per_query: pd.DataFrame, where: Path) -> None:
+    needed = ["split", "qid", *doc["protocol"]["measures"]]
+    missing = [c for c in needed if c not in per_query.columns]
+    if missing:
+        raise GclError(f"{where}: missing column(s) {', '.join(missing)}")
+    for split, body in doc["splits"].items():
+        rows = per_query[per_query["split"] == split]
+        if len(rows) != body["n_queries"]:
+            raise GclError(f"{where}: split {split!r} has {len(rows)} rows, result.json says {body['n_queries']} queries")
+        for measure in doc["protocol"]["measures"]:
+            mean = float(rows[measure].mean()) if len(rows) else 0.0
+            if not math.isclose(mean, body["metrics"][measure], rel_tol=1e-9, abs_tol=1e-12):
+                raise GclError(f"{where}: mean {measure} of split {split!r} ({mean}) disagrees with result.json "
+                               f"({body['metrics'][measure]})")
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return value

@@ -1,0 +1,1 @@
+"""Run results -> static leaderboard site."""

@@ -1,0 +1,145 @@
+"""The four-split protocol and the run folder, with stand-in retrievers (no model needed)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import pytrec_eval
+
+from gcl_eval.data.synth import SynthConfig
+from gcl_eval.data.synth.build import build_synthetic
+from gcl_eval.errors import DataError, GclError
+from gcl_eval.protocol import EvalProtocol, evaluate_dataset, split_queries
+from gcl_eval.results import load_run, save_run
+from gcl_eval.trec import read_run
+
+
+class RandomRetriever:
+    """Ranks each split's corpus in a seeded random order (deterministic per split and query)."""
+
+    def describe(self):
+        return {"name": "random"}
+
+    def search(self, split, query_texts, corpus_name, documents, k):
+        rng = np.random.default_rng(len(split))
+        n = len(documents)
+        idx = np.stack([rng.permutation(n)[:k] for _ in query_texts])
+        return idx, -np.arange(idx.shape[1], dtype=np.float32)[None, :].repeat(len(idx), 0)
+
+
+class OracleRetriever:
+    """Returns each query's ground truth in grade order, then nothing (-1)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def describe(self):
+        return {"name": "oracle"}
+
+    def search(self, split, query_texts, corpus_name, documents, k):
+        pairs = self.dataset.pairs[split]
+        position = pd.Index(documents.ids)
+        out = np.full((len(query_texts), k), -1)
+        for i, text in enumerate(query_texts):
+            rows = pairs[pairs["query"] == text].sort_values("score", ascending=False, kind="stable")
+            found = position.get_indexer(rows["doc_id"])[:k]
+            out[i, : len(found)] = found
+        return out, np.zeros(out.shape, dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    _, data, _ = build_synthetic(SynthConfig(queries=120, docs_per_query=20, seed=3, images=False),
+                                 diagnostics=False)
+    return data
+
+
+def test_oracle_scores_one_on_ndcg_and_random_scores_low(dataset):
+    protocol = EvalProtocol(top_k=100, queries_per_split=50)
+    oracle = evaluate_dataset(OracleRetriever(dataset), dataset, protocol).result
+    rand = evaluate_dataset(RandomRetriever(), dataset, protocol).result
+    for split in ("in_domain", "novel_query", "novel_corpus", "zero_shot"):
+        assert oracle.metric(split, "nDCG@10") == pytest.approx(1.0)
+        assert oracle.metric(split, "MAP@1000") == pytest.approx(1.0)
+        assert rand.metric(split, "nDCG@10") < 0.2
+    assert oracle.splits["in_domain"]["n_queries"] == 50
+    assert oracle.splits["novel_query"]["n_queries"] == 24  # capped at the split's queries
+
+
+def test_protocol_numbers_equal_pytrec_eval_on_the_written_run(dataset, tmp_path):
+    protocol = EvalProtocol(top_k=100, queries_per_split=40)
+    evaluation = evaluate_dataset(RandomRetriever(), dataset, protocol)
+    folder = save_run(evaluation.result, tmp_path / "run", evaluation.runs)
+    for split in ("in_domain", "zero_shot"):
+        queries = split_queries(dataset, split, protocol)
+        qrels = queries.qrels.to_dict(dataset.corpus_for(split).ids)
+        run = read_run(folder / f"run_{split}.trec")
+        # tie-free scores for pytrec_eval: rank order made explicit
+        run = {q: {d: float(len(docs) - i) for i, d in enumerate(docs)} for q, docs in
+               ((q, list(ranked)) for q, ranked in run.items())}
+        oracle = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.100"}).evaluate(run)
+        per_query = evaluation.result.per_query.query("split == @split").set_index("qid")
+        for qid, values in oracle.items():
+            assert per_query.loc[qid, "nDCG@10"] == pytest.approx(values["ndcg_cut_10"], abs=1e-9)
+            assert per_query.loc[qid, "R@100"] == pytest.approx(values["recall_100"], abs=1e-9)
+
+
+def test_run_folder_round_trip_and_validation(dataset, tmp_path):
+    evaluation = evaluate_dataset(RandomRetriever(), dataset, EvalProtocol(top_k=50, queries_per_split=30))
+    folder = save_run(evaluation.result, tmp_path / "run", evaluation.runs)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "per_query.parquet", "result.json", "run_in_domain.trec", "run_novel_corpus.trec",
+        "run_novel_query.trec", "run_zero_shot.trec"]
+    loaded = load_run(folder)
+    doc = json.loads((folder / "result.json").read_text())
+    assert doc["schema_version"] == 1 and doc["dataset"]["fingerprint"] == dataset.fingerprint()
+    assert loaded.splits == doc["splits"]
+    assert set(loaded.per_query["split"]) == {"in_domain", "novel_query", "novel_corpus", "zero_shot"}
+    # every sampled query is in per_query.parquet, including ones that retrieved nothing relevant
+    zero = loaded.per_query[loaded.per_query["nDCG@10"] == 0]
+    assert len(zero) > 0
+    doc["splits"]["in_domain"]["metrics"]["ERR"] += 0.01
+    (folder / "result.json").write_text(json.dumps(doc))
+    with pytest.raises(GclError, match="disagrees"):
+        load_run(folder)
+    (folder / "result.json").write_text("{")
+    with pytest.raises(GclError, match="not valid JSON"):
+        load_run(folder)
+
+
+def test_saving_over_a_run_replaces_it_whole(dataset, tmp_path):
+    first = evaluate_dataset(RandomRetriever(), dataset, EvalProtocol(top_k=20, queries_per_split=10))
+    second = evaluate_dataset(RandomRetriever(), dataset, EvalProtocol(top_k=20, queries_per_split=12,
+                                                                       splits=("in_domain",)))
+    save_run(first.result, tmp_path / "run", first.runs)
+    save_run(second.result, tmp_path / "run", second.runs)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["per_query.parquet", "result.json",
+                                                                  "run_in_domain.trec"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_released_ground_truth_replaces_the_sample(dataset):
+    pairs = dataset.pairs["novel_query"]
+    qid, query = pairs.iloc[0]["query_id"], pairs.iloc[0]["query"]
+    docs = pairs[pairs["query_id"] == qid]["doc_id"].tolist()[:3]
+    dataset.ground_truth[("novel_query", "test")] = {query: {docs[0]: 3, docs[1]: 1}}
+    try:
+        queries = split_queries(dataset, "novel_query", EvalProtocol(ground_truth="test"))
+        assert list(queries.qrels.query_ids) == [qid] and queries.texts == [query]
+        assert queries.qrels.grades.tolist() == [[3, 1]]
+        dataset.ground_truth[("novel_query", "test")] = {"no such query": {docs[0]: 1}}
+        with pytest.raises(DataError, match="no such query"):
+            split_queries(dataset, "novel_query", EvalProtocol(ground_truth="test"))
+    finally:
+        dataset.ground_truth.clear()
+
+
+@pytest.mark.parametrize("protocol, needle", [
+    (EvalProtocol(top_k=0), "top_k"),
+    (EvalProtocol(measures=("nDCG@10", "Bogus@3")), "Bogus"),
+    (EvalProtocol(profile="trec"), "profile"),
+])
+def test_bad_protocols_are_one_line_errors(dataset, protocol, needle):
+    with pytest.raises(GclError, match=needle):
+        evaluate_dataset(RandomRetriever(), dataset, protocol)

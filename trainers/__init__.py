@@ -1,0 +1,1 @@
+"""The training engine: score-to-weight functions, weighted losses, training loop."""
