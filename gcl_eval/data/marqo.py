@@ -24,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from gcl_eval.console import track
 from gcl_eval.data.dataset import (
     CORPORA,
     SPLIT_CORPUS,
@@ -295,7 +296,7 @@ def _image_refs(docs: Documents, folder: Path) -> list[str | None]:
     images = folder / "images"
     images.mkdir(exist_ok=True)
     out: list[str | None] = []
-    for doc_id, ref in zip(docs.ids, refs):
+    for doc_id, ref in track(zip(docs.ids, refs), "writing images", total=len(refs)):
         if ref is None:
             out.append(None)
             continue

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from gcl_eval import __version__
+from gcl_eval.console import status
 from gcl_eval.data.dataset import BytesImageStore, Dataset, Documents, make_documents
 from gcl_eval.data.synth.world import SynthConfig, World, generate_world
 
@@ -45,7 +46,8 @@ def build_synthetic(config: SynthConfig, *, diagnostics: bool = True) -> tuple[W
     """The world, its quadruple split and its report (configuration, sizes, diagnostics)."""
     from gcl_eval.data.split import build_quadruple_split
 
-    world = generate_world(config)
+    with status("generating the synthetic world"):
+        world = generate_world(config)
     pairs = world.pairs[["query_id", "query", "doc_id", "score"]]
     dataset = build_quadruple_split(pairs, world_documents(world), seed=config.seed,
                                     name=f"synth-s{config.seed}")
@@ -55,7 +57,8 @@ def build_synthetic(config: SynthConfig, *, diagnostics: bool = True) -> tuple[W
     if diagnostics:
         from gcl_eval.data.synth.diagnostics import ceiling_metrics
 
-        ceiling, cues = ceiling_metrics(world, dataset, seed=config.seed)
+        with status("diagnostics: cue correlations and the content-only ceiling"):
+            ceiling, cues = ceiling_metrics(world, dataset, seed=config.seed)
         report["quality_cues"] = cues
         report["ceiling"] = ceiling
     return world, dataset, report
