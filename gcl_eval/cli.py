@@ -17,8 +17,15 @@ from gcl_eval import __version__
 
 # command name -> (module, attribute, one-line help shown by `gcl-eval --help`)
 COMMANDS: dict[str, tuple[str, str, str]] = {
+    "compare": ("gcl_eval.commands.compare", "compare", "Compare run folders: Table 1 with significance tests."),
     "data": ("gcl_eval.commands.data", "data", "Build, convert and check ranked datasets."),
+    "eval": ("gcl_eval.commands.eval", "eval_command", "Evaluate a model on the four splits; write a run folder."),
+    "leaderboard": ("gcl_eval.commands.leaderboard", "leaderboard", "Build the static HTML leaderboard site."),
+    "gate": ("gcl_eval.commands.gate", "gate", "CI gate: exit 1 when a candidate run regresses."),
     "metrics": ("gcl_eval.commands.metrics", "metrics", "Score a TREC run file against TREC qrels."),
+    "models": ("gcl_eval.commands.models", "models", "List the model presets and what they need."),
+    "run": ("gcl_eval.commands.run", "run", "Train (if needed) and evaluate a preset; the main job."),
+    "train": ("gcl_eval.commands.train", "train", "Train a GCL model on a dataset's in_domain pairs."),
 }
 
 
@@ -56,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        cli.main(args=argv, prog_name="gcl-eval", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="gcl-eval", standalone_mode=False)
     except GclError as err:
         click.echo(f"gcl-eval: error: {err}", err=True)
         sys.exit(2)
@@ -71,3 +78,5 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except click.exceptions.Exit as err:
         sys.exit(err.exit_code)
+    if isinstance(code, int) and code != 0:  # ctx.exit(n) returns n in non-standalone mode
+        sys.exit(code)

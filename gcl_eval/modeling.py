@@ -7,7 +7,9 @@ pretrained weights that cannot be fetched (offline), with how to pass a local fi
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,8 +64,9 @@ def load_open_clip(arch: str, pretrained: str | None = None, *, seed: int = 0, d
                        f"pass a local checkpoint file (.pt/.bin/.safetensors) instead, or no weights for random init")
     torch.manual_seed(seed)
     try:
-        model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
-            arch, pretrained=str(checkpoint) if checkpoint else pretrained, device=device)
+        with _quiet_root_logger():  # open_clip logs "Model initialized randomly" for every random init
+            model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
+                arch, pretrained=str(checkpoint) if checkpoint else pretrained, device=device)
     except GclError:
         raise
     except Exception as err:  # open_clip raises many kinds; the user needs one line
@@ -78,6 +81,17 @@ def load_open_clip(arch: str, pretrained: str | None = None, *, seed: int = 0, d
     else:
         source, digest = f"random:{seed}", state_sha256(model)
     return LoadedModel(model, preprocess_train, preprocess_val, tokenizer, arch, source, digest)
+
+
+@contextmanager
+def _quiet_root_logger():
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def _local_checkpoint(pretrained: str | None) -> Path | None:

@@ -24,6 +24,7 @@ from gcl_eval.results import RunResult, SplitRun, environment_info
 DEFAULT_MEASURES = ("nDCG@10", "ERR", "RBP(p=0.9)", "RBP(p=0.8)", "RBP(p=0.7)", "MAP@1000", "MRR@1000",
                     "R@10", "R@100", "P@10")
 SAMPLING = "weighted by summed grades, without replacement, numpy.random.default_rng(seed)"
+CURVE_DEPTH = 100  # result.json carries mean nDCG@k for k = 1..CURVE_DEPTH per split (leaderboard plots)
 
 
 @dataclass(frozen=True)
@@ -130,9 +131,12 @@ def evaluate_dataset(retriever: Retriever, dataset: Dataset, protocol: EvalProto
         ranked = queries.qrels.grade(indices)
         values = evaluate_arrays(ranked, queries.qrels.grades, list(protocol.measures), protocol.profile,
                                  by_query=True)
+        curve = evaluate_arrays(ranked, queries.qrels.grades, [f"nDCG@{k}" for k in range(1, CURVE_DEPTH + 1)],
+                                protocol.profile)
         split_results[split] = {"n_queries": len(queries.qrels), "corpus_size": len(corpus),
                                 "corpus": dataset.split_corpus[split],
-                                "metrics": {m: float(np.mean(v)) for m, v in values.items()}}
+                                "metrics": {m: float(np.mean(v)) for m, v in values.items()},
+                                "curves": {"nDCG@k": [round(v, 6) for v in curve.values()]}}
         frames.append(pd.DataFrame({"split": split, "qid": queries.qrels.query_ids.astype(str),
                                     **{m: np.asarray(v, dtype=np.float64) for m, v in values.items()}}))
         runs[split] = _split_run(queries.qrels.query_ids, indices, scores, corpus.ids)

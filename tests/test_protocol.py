@@ -143,3 +143,13 @@ def test_released_ground_truth_replaces_the_sample(dataset):
 def test_bad_protocols_are_one_line_errors(dataset, protocol, needle):
     with pytest.raises(GclError, match=needle):
         evaluate_dataset(RandomRetriever(), dataset, protocol)
+
+
+def test_ndcg_curve_matches_the_measures(dataset):
+    protocol = EvalProtocol(top_k=100, queries_per_split=30, measures=("nDCG@10", "nDCG@1", "ERR"))
+    result = evaluate_dataset(RandomRetriever(), dataset, protocol).result
+    for body in result.splits.values():
+        curve = body["curves"]["nDCG@k"]
+        assert len(curve) == 100
+        assert curve[9] == pytest.approx(body["metrics"]["nDCG@10"], abs=1e-6)
+        assert curve[0] == pytest.approx(body["metrics"]["nDCG@1"], abs=1e-6)

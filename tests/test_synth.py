@@ -99,3 +99,8 @@ def test_image_shows_the_colour_and_the_frame_shows_quality():
 def test_bad_configurations_are_one_line_errors(kwargs, needle):
     with pytest.raises(GclError, match=needle):
         SynthConfig(**kwargs).validate()
+
+
+def test_smallest_valid_world_has_full_lists():
+    world = generate_world(SynthConfig(queries=10, docs_per_query=2, products=30))
+    assert world.pairs.groupby("query_id").size().eq(2).all()

@@ -20,6 +20,7 @@ import pandas as pd
 from gcl_eval.data.synth import vocab
 from gcl_eval.errors import GclError
 
+GENERATOR_VERSION = 1  # bump when a change to the generator changes the bytes it writes
 CATEGORY_NAMES = tuple(vocab.CATEGORIES)
 COLOUR_NAMES = tuple(vocab.COLOURS)
 PATTERN_NAMES = tuple(vocab.PATTERNS)
@@ -92,7 +93,8 @@ def generate_world(config: SynthConfig) -> World:
 
 def _products(config: SynthConfig, rng: np.random.Generator) -> pd.DataFrame:
     n = config.n_products()
-    category = rng.integers(0, len(CATEGORY_NAMES), n)
+    # balanced categories: every category has at least n // 12 products, enough for a full list
+    category = rng.permutation(np.arange(n) % len(CATEGORY_NAMES))
     colour = rng.integers(0, len(COLOUR_NAMES), n)
     pattern = rng.choice(len(PATTERN_NAMES), n, p=PATTERN_PROBS)
     style = rng.integers(0, len(STYLE_NAMES), n)

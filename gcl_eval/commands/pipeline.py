@@ -1,0 +1,168 @@
+"""`gcl-eval run` as a library call: preset -> (built-in) dataset -> train if needed -> evaluate -> run folder.
+
+This is part of the composition root (it reaches into trainers/ and baselines/), so it lives with the
+CLI commands. Checkpoints are cached per (preset recipe, dataset fingerprint) and finished runs are
+reused; a killed training run is resumed from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from gcl_eval.cache import cache_dir
+from gcl_eval.console import status
+from gcl_eval.errors import GclError
+from gcl_eval.presets import DEFAULT_PRESET, Preset, load_preset
+from gcl_eval.protocol import EvalProtocol, Evaluation, evaluate_dataset
+
+COLD_START_SPLITS = ("novel_query", "novel_corpus", "zero_shot")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    model: str = DEFAULT_PRESET
+    data: Path | None = None  # None: the built-in synthetic dataset
+    out: Path | None = None  # None: runs/<preset>
+    protocol: EvalProtocol = EvalProtocol()
+    device: str | None = None
+    workers: int | None = None
+    train_overrides: tuple[tuple[str, object], ...] = ()  # TrainConfig fields, e.g. (("epochs", 1),)
+    checkpoints: Path | None = None  # None: the gcl-eval cache's checkpoints folder
+
+
+def builtin_dataset() -> Path:
+    """The default synthetic world, generated once into the cache folder (keyed by generator version)."""
+    from gcl_eval.data.synth import SynthConfig
+    from gcl_eval.data.synth.build import write_synthetic
+    from gcl_eval.data.synth.world import GENERATOR_VERSION
+
+    config = SynthConfig()
+    key = hashlib.sha256(json.dumps({"v": GENERATOR_VERSION, **config.to_dict()}, sort_keys=True).encode()).hexdigest()
+    folder = cache_dir("datasets") / f"synth-default-{key[:12]}"
+    if not (folder / "synth.json").is_file():
+        write_synthetic(config, folder, overwrite=True)
+    return folder
+
+
+def train_config(preset: Preset, overrides: dict | None = None):
+    """The preset's TrainConfig (model source from [model], recipe from [train]) with overrides."""
+    from trainers.config import TrainConfig
+
+    options = dict(preset.train or {})
+    if preset.kind == "open_clip":
+        options.update(arch=preset.model["arch"], pretrained=preset.model.get("pretrained") or None)
+    else:
+        options.update(text_model=preset.model["text_model"])
+    options.update(overrides or {})
+    try:
+        return TrainConfig.from_dict(options)
+    except TypeError as err:
+        raise GclError(f"preset {preset.name}: bad [train] table ({err})") from None
+
+
+def checkpoint_dir(preset: Preset, config, dataset_fingerprint: str, root: Path | None) -> Path:
+    recipe = json.dumps({"recipe": config.recipe(), "data": dataset_fingerprint}, sort_keys=True, default=str)
+    key = hashlib.sha256(recipe.encode()).hexdigest()[:16]
+    base = Path(root) if root else cache_dir("checkpoints")
+    return base / f"{preset.name}-{key}"
+
+
+def run_preset(options: RunOptions) -> tuple[Evaluation, Path]:
+    """Train when the preset trains and no finished checkpoint exists, evaluate, save; (evaluation, folder)."""
+    from gcl_eval.data.io import read_dataset
+    from gcl_eval.evaluation import resolve_device
+    from gcl_eval.results import save_run
+
+    started = time.perf_counter()
+    preset = load_preset(options.model)
+    device = resolve_device(options.device)
+    if "gpu" in preset.needs and not device.startswith("cuda"):
+        raise GclError(f"preset {preset.name} needs a GPU (no CUDA device here); CPU presets: tiny-gcl, "
+                       f"tiny-gcl-multi, tiny-clip, tiny-clip-multi, tiny-siglip, minilm-zs, minilm-ce, minilm-gcl, bm25")
+    data_dir = Path(options.data) if options.data else builtin_dataset()
+    with status(f"reading {data_dir}"):
+        dataset = read_dataset(data_dir)
+    timings: dict = {}
+    trained = None
+    model_info = {"preset": preset.name, "family": preset.family, "track": preset.track, "trains": preset.trains,
+                  "kind": preset.kind}
+    if preset.trains:
+        trained, train_info = _train(preset, options, dataset, device, timings)
+        model_info.update(train_info)
+    retriever = _retriever(preset, trained, device, options, model_info)
+    t0 = time.perf_counter()
+    evaluation = evaluate_dataset(retriever, dataset, options.protocol, device=device)
+    evaluation.result.model = {**model_info, **retriever.describe(), **model_info}
+    evaluation.result.timings.update(timings, evaluate_s=round(time.perf_counter() - t0, 3),
+                                     total_s=round(time.perf_counter() - started, 3))
+    cache = getattr(retriever, "cache", None)
+    if cache is not None:
+        evaluation.result.timings["embedding_cache"] = cache.stats.as_dict()
+    out = Path(options.out) if options.out else Path("runs") / preset.name
+    save_run(evaluation.result, out, evaluation.runs)
+    return evaluation, out
+
+
+def _train(preset: Preset, options: RunOptions, dataset, device: str, timings: dict):
+    from trainers.checkpoint import is_finished, load_trained
+    from trainers.loop import train
+    from trainers.weights import score_to_weight
+
+    overrides = dict(options.train_overrides)
+    overrides.setdefault("device", device)
+    if options.workers is not None:
+        overrides.setdefault("num_workers", options.workers)
+    config = train_config(preset, overrides)
+    folder = checkpoint_dir(preset, config, dataset.fingerprint(), options.checkpoints)
+    t0 = time.perf_counter()
+    reused = is_finished(folder)
+    if not reused:
+        train(config, dataset, folder, resume=True)
+    timings["train_s"] = round(time.perf_counter() - t0, 3)
+    timings["checkpoint_reused"] = reused
+    trained = load_trained(folder, device=device)
+    params = dict(config.stw_params)
+    curve = score_to_weight(config.stw, list(range(1, 101)), s_max=100, **params)
+    info = {"checkpoint": str(trained.path), "checkpoint_sha256": trained.sha256,
+            "stw": {"name": config.stw, "params": params, "curve": [round(float(w), 6) for w in curve]},
+            "train": {"config": config.to_dict(), "result": trained.info.get("result")}}
+    return trained, info
+
+
+def _retriever(preset: Preset, trained, device: str, options: RunOptions, model_info: dict):
+    if preset.kind == "bm25":
+        from baselines.bm25 import BM25Retriever
+
+        keys = {k: preset.model[k] for k in ("backend", "k1", "b") if k in preset.model}
+        return BM25Retriever(**keys)
+    from gcl_eval.dense import DenseRetriever
+    from gcl_eval.embcache import EmbeddingCache
+
+    workers = options.workers if options.workers is not None else min(4, os.cpu_count() or 1)
+    if preset.kind == "open_clip":
+        from gcl_eval.encoders import OpenClipEncoder
+        from gcl_eval.modeling import load_open_clip
+
+        loaded = trained.model if trained else load_open_clip(preset.model["arch"], preset.model.get("pretrained") or None,
+                                                              device=device)
+        encoder = OpenClipEncoder(loaded, device=device, batch_size=preset.eval_batch_size, num_workers=workers)
+        model_info.update(arch=loaded.arch, source=loaded.source, checkpoint_sha256=loaded.weights_sha256)
+    else:
+        from baselines.text_encoder import TextModelEncoder, text_model_sha256
+        from trainers.text_model import load_text_model
+
+        if trained:
+            text, digest = trained.model, trained.sha256
+        else:
+            text = load_text_model(preset.model["text_model"], prefixes=preset.model.get("prefixes", "e5"), device=device)
+            digest = text_model_sha256(text)
+        encoder = TextModelEncoder(text, digest, batch_size=preset.eval_batch_size, device=device)
+        model_info.update(text_model=preset.model["text_model"], source=text.source, checkpoint_sha256=digest)
+    split_weights = {s: preset.cold_start_fields for s in COLD_START_SPLITS} if preset.cold_start_fields else {}
+    return DenseRetriever(encoder, doc_weights=preset.doc_fields, split_doc_weights=split_weights,
+                          cache=EmbeddingCache(), model_info=dict(model_info), device=device)

@@ -1,0 +1,102 @@
+"""`gcl-eval train`: train a GCL model on a dataset's in_domain pairs into a checkpoint folder."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from trainers.config import PRECISIONS, TEXT_PREFIXES, TrainConfig
+from trainers.losses import LOSS_KINDS, NORMALIZERS
+from trainers.weights import STW_NAMES
+
+_DEFAULTS = TrainConfig(arch="tiny-clip")
+
+
+def _parse_stw_params(values) -> tuple[tuple[str, object], ...]:
+    """KEY=VALUE pairs; numbers become numbers, anything else stays a string (piecewise decay=...)."""
+    from gcl_eval.errors import GclError
+
+    params = []
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise GclError(f"--stw-param {item!r} is not KEY=VALUE")
+        try:
+            value: object = int(raw)
+        except ValueError:
+            try:
+                value = float(raw)
+            except ValueError:
+                value = raw
+        params.append((key.strip(), value))
+    return tuple(params)
+
+
+@click.command("train")
+@click.option("--arch", help="open_clip architecture to train (e.g. tiny-clip, ViT-B-32).")
+@click.option("--text-model", help="Text-only model instead: 'minilm' (packaged all-MiniLM-L6-v2), "
+              "a local HF model folder, or a cached hub name.")
+@click.option("--pretrained", help="open_clip pretrained tag or a local checkpoint file/folder (default: random init).")
+@click.option("--data", "data", required=True, type=click.Path(), help="Dataset folder (its in_domain pairs are trained on).")
+@click.option("--out", "out", required=True, type=click.Path(), help="Checkpoint folder to write.")
+@click.option("--epochs", type=int, default=_DEFAULTS.epochs, show_default=True)
+@click.option("--batch-size", type=int, default=_DEFAULTS.batch_size, show_default=True,
+              help="Global contrastive batch (all processes together).")
+@click.option("--lr", type=float, default=_DEFAULTS.lr, show_default=True,
+              help="Peak learning rate (the paper fine-tunes pretrained models with 1e-4).")
+@click.option("--warmup", type=int, default=_DEFAULTS.warmup, show_default=True, help="Warm-up steps.")
+@click.option("--weight-decay", type=float, default=_DEFAULTS.weight_decay, show_default=True)
+@click.option("--stw", type=click.Choice(STW_NAMES), default=_DEFAULTS.stw, show_default=True,
+              help="Score-to-weight function.")
+@click.option("--stw-param", multiple=True, metavar="KEY=VALUE", help="A score-to-weight parameter (e.g. c=1, top=10).")
+@click.option("--loss", type=click.Choice(LOSS_KINDS), default=_DEFAULTS.loss, show_default=True)
+@click.option("--normalize-by", type=click.Choice(NORMALIZERS), default=_DEFAULTS.normalize_by, show_default=True,
+              help="Normaliser of the CE loss: N or the sum of the weights.")
+@click.option("--fields", help="Document fields and weights, e.g. image=0.5,title=0.5 "
+              "(default: that for open_clip, title=1 for text models).")
+@click.option("--renormalize-mean/--no-renormalize-mean", default=False, show_default=True,
+              help="L2-normalise the mean field embeddings inside the loss.")
+@click.option("--text-prefixes", type=click.Choice(TEXT_PREFIXES), default=_DEFAULTS.text_prefixes, show_default=True,
+              help="Text models: E5 role prefixes ('query: ', 'passage: ') or none.")
+@click.option("--augment/--no-augment", default=False, show_default=True,
+              help="Random resized crops (the model's training transform) instead of the eval transform.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=_DEFAULTS.precision, show_default=True)
+@click.option("--grad-clip", type=float, help="Clip the gradient norm to this value.")
+@click.option("--grad-cache-chunk", type=int, help="Gradient cache: run the towers in chunks of this many rows.")
+@click.option("--device", default=_DEFAULTS.device, show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option("--workers", "num_workers", type=int,
+              help="DataLoader worker processes (image decoding) [default: half the CPU cores, 1 to 8].")
+@click.option("--checkpoint-every", type=int, default=_DEFAULTS.checkpoint_every, show_default=True,
+              help="Also checkpoint every N steps (0: at epoch ends only).")
+@click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the run whose checkpoint is in --out.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def train(data, out, resume, as_json, fields, stw_param, **options) -> None:
+    """Train a GCL model on the in_domain pairs of a dataset.
+
+    Writes checkpoint.pt periodically and, when done, model.pt (loads with plain
+    open_clip.create_model_and_transforms(arch, pretrained=OUT/model.pt)), train.json and DONE.
+    """
+    from gcl_eval.fields import FieldWeights
+    from trainers import distributed
+    from trainers.loop import train as run_training
+
+    if fields:
+        options["doc_fields"] = FieldWeights.parse(fields)
+    options["stw_params"] = _parse_stw_params(stw_param)
+    config = TrainConfig(**options)
+    result = run_training(config, data, out, resume=resume)
+    if distributed.rank() != 0:
+        return
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    if result.already_finished:
+        click.echo(f"{out} already holds this finished run ({result.steps} steps, final loss {result.final_loss:.4f})")
+        return
+    resumed = f", resumed at step {result.resumed_from_step}" if result.resumed_from_step is not None else ""
+    click.echo(f"trained {config.model_name} ({config.loss} loss, {config.stw} weights, fields {config.doc_fields}) "
+               f"for {result.epochs} epoch{'s' if result.epochs != 1 else ''}, {result.steps} steps{resumed}: final loss {result.final_loss:.4f}, "
+               f"{result.samples_per_s:.0f} samples/s, {result.wall_s:.1f} s")
+    click.echo(f"model: {out}/model.pt")

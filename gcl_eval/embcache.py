@@ -1,0 +1,262 @@
+"""Content-addressed embedding cache: an embedding matrix is computed once per model, role, field and content.
+
+Key = sha256 of the canonical JSON of the key parts: the encoder fingerprint (architecture, weights
+hash, preprocessing, tokenizer, precision, device type, library versions), the role (query or
+document), the field (per-field entries) or the positive field weights (pooled entries), and the
+content fingerprint of what was encoded. Nothing is keyed by a file path alone.
+
+Content fingerprints (what a cache hit still costs: hashing titles, a stat per image file, or
+reading every image's bytes for byte stores):
+- texts (queries, titles): sha256 of the ids and the exact strings;
+- images in files: doc id, path, size and mtime (ns) of every file (as make/rsync do): replacing an
+  image file misses the cache, copying a dataset without keeping mtimes does too (safe side);
+- images in byte stores (parquet columns, generated images): a blake2b digest of every image's
+  bytes, read in DataLoader workers. Reference names alone would not do: two synthetic worlds with
+  the same ids but another image size have the same references and different pixels.
+
+Two levels: per-field matrices (the expensive part, reused when only a field weight changes) and
+the pooled matrix (keyed also by the weights). Files: <root>/<key[:2]>/<key>.npy plus <key>.json,
+a sidecar with the key parts, shape, dtype and a blake2b checksum of the array bytes. Both are
+written to a temporary file and renamed (the sidecar last: it commits the entry). A truncated,
+corrupt or mismatching entry is reported with a CacheWarning and recomputed, never a crash; a cache
+that cannot be written is reported the same way and the computed array is still returned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from gcl_eval.cache import cache_dir
+from gcl_eval.console import track
+from gcl_eval.data.dataset import Documents, ImageStore
+from gcl_eval.errors import GclError
+from gcl_eval.fields import FieldWeights, pool_fields
+
+CACHE_FORMAT = 1  # bump when the way entries are computed or stored changes
+
+
+class CacheWarning(UserWarning):
+    """A cache entry was unusable (and recomputed) or could not be written."""
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0  # computed, including recomputed corrupt entries
+    corrupt: int = 0  # entries found unusable
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class EmbeddingCache:
+    """Arrays stored as .npy under `root` (default: the gcl-eval cache folder's `embeddings`)."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root is not None else cache_dir("embeddings")
+        self.stats = CacheStats()
+
+    @staticmethod
+    def key(key_parts: Mapping) -> str:
+        """sha256 of the canonical JSON of the key parts (sorted keys, no whitespace, no NaN)."""
+        return hashlib.sha256(_canonical({"cache_format": CACHE_FORMAT, **key_parts}).encode()).hexdigest()
+
+    def paths(self, key: str) -> tuple[Path, Path]:
+        folder = self.root / key[:2]
+        return folder / f"{key}.npy", folder / f"{key}.json"
+
+    def get_or_compute(self, key_parts: Mapping, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        """The stored array for `key_parts`, or compute() stored and returned."""
+        key = self.key(key_parts)
+        array = self._load(key, key_parts)
+        if array is not None:
+            self.stats.hits += 1
+            return array
+        self.stats.misses += 1
+        array = compute()
+        if not isinstance(array, np.ndarray):
+            raise TypeError(f"compute() returned {type(array).__name__}, expected a numpy array")
+        self._store(key, key_parts, array)
+        return array
+
+    def _load(self, key: str, key_parts: Mapping) -> np.ndarray | None:
+        npy, meta_path = self.paths(key)
+        if not meta_path.exists():
+            return None  # never committed (an orphan .npy from a killed writer is overwritten)
+        try:
+            meta = json.loads(meta_path.read_text())
+            array = np.load(npy, allow_pickle=False)
+            problem = None
+            if meta.get("key_parts") != json.loads(_canonical(key_parts)):
+                problem = "its key parts differ"
+            elif list(array.shape) != meta["shape"] or str(array.dtype) != meta["dtype"]:
+                problem = f"shape/dtype {array.shape} {array.dtype} differ from {meta['shape']} {meta['dtype']}"
+            elif _checksum(array) != meta["blake2b"]:
+                problem = "checksum mismatch"
+        except Exception as err:  # truncated or garbled .npy/.json, missing .npy, unreadable file
+            problem = f"{type(err).__name__}: {' '.join(str(err).split())[:200]}"
+        if problem is None:
+            return array
+        self.stats.corrupt += 1
+        warnings.warn(f"embedding cache entry {npy} is unusable ({problem}); recomputing", CacheWarning, stacklevel=3)
+        return None
+
+    def _store(self, key: str, key_parts: Mapping, array: np.ndarray) -> None:
+        npy, meta_path = self.paths(key)
+        array = np.ascontiguousarray(array)
+        meta = {"key": key, "key_parts": json.loads(_canonical(key_parts)), "shape": list(array.shape),
+                "dtype": str(array.dtype), "blake2b": _checksum(array)}
+        tmp = [npy.with_name(f".{p.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}") for p in (npy, meta_path)]
+        try:
+            npy.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp[0], "wb") as handle:
+                np.save(handle, array, allow_pickle=False)
+            tmp[1].write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+            os.replace(tmp[0], npy)
+            os.replace(tmp[1], meta_path)  # last: an entry exists only once both files are in place
+        except OSError as err:
+            warnings.warn(f"embedding cache entry {npy} not written ({err}); continuing without it",
+                          CacheWarning, stacklevel=3)
+        finally:
+            for path in tmp:  # left over only when a step above failed
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError:
+                    pass
+
+
+def _canonical(value) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def _checksum(array: np.ndarray) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(array).view(np.uint8).reshape(-1)).hexdigest()
+
+
+# ------------------------------------------------------------------------------ content fingerprints
+
+
+def texts_fingerprint(texts: Sequence[str]) -> str:
+    """sha256 of the texts, in order (queries: the row order is the embedding row order)."""
+    return hashlib.sha256(_canonical(["texts", list(texts)]).encode()).hexdigest()
+
+
+def field_fingerprint(documents: Documents, field: str, *, num_workers: int = 0) -> str:
+    """Content hash of one document field over the whole corpus, in table order (module docstring)."""
+    ids = [str(d) for d in documents.ids]
+    if field == "title":
+        return hashlib.sha256(_canonical(["title", ids, documents.titles()]).encode()).hexdigest()
+    if field != "image":
+        raise GclError(f"documents have no field {field!r}")
+    refs = documents.image_refs()
+    if documents.images.is_file_backed():
+        stats = [None if ref is None else _file_stat(doc_id, ref) for doc_id, ref in zip(ids, refs)]
+        return hashlib.sha256(_canonical(["image-files", ids, refs, stats]).encode()).hexdigest()
+    digests = _byte_digests(documents.images, ids, refs, num_workers)
+    return hashlib.sha256(_canonical(["image-bytes", ids, refs, digests]).encode()).hexdigest()
+
+
+def _file_stat(doc_id: str, ref: str) -> list[int]:
+    try:
+        st = os.stat(ref)
+    except OSError as err:
+        raise GclError(f"document {doc_id!r}: image {ref} is not found ({type(err).__name__}: {err.strerror})") from None
+    return [st.st_size, st.st_mtime_ns]
+
+
+class _ImageDigests(torch.utils.data.Dataset):
+    """(position, blake2b hex of the image bytes | None, error line | None), for DataLoader workers."""
+
+    def __init__(self, store: ImageStore, doc_ids: list[str], refs: list[str]):
+        self.store, self.doc_ids, self.refs = store, doc_ids, refs
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def __getitem__(self, i: int):
+        from gcl_eval.encoders import image_error
+
+        try:
+            data = self.store.read_bytes(self.refs[i])
+        except Exception as err:
+            return i, None, image_error(self.doc_ids[i], self.refs[i], err)
+        return i, hashlib.blake2b(data, digest_size=16).hexdigest(), None
+
+
+def _byte_digests(store: ImageStore, ids: list[str], refs: list[str | None], num_workers: int) -> list[str | None]:
+    from gcl_eval.encoders import worker_loader
+
+    rows = [i for i, ref in enumerate(refs) if ref is not None]
+    items = _ImageDigests(store, [ids[i] for i in rows], [refs[i] for i in rows])
+    digests: list[str | None] = [None] * len(refs)
+
+    def batches():
+        for positions, values, errors in worker_loader(items, 256, num_workers):
+            if errors:
+                raise GclError(errors[0])
+            for position, value in zip(positions, values):
+                digests[rows[position]] = value
+            yield from range(len(positions))
+
+    for _ in track(batches(), "hashing images", total=len(rows)):
+        pass
+    return digests
+
+
+# ------------------------------------------------------------------------------------ tying it up
+
+
+def encode_corpus(encoder, documents: Documents, weights: FieldWeights, cache: EmbeddingCache | None = None) -> np.ndarray:
+    """Pooled document embeddings (N x D float32, L2-normalised; rows in documents' table order).
+
+    SPEC section 7.3: each positive-weight field encoded and normalised (per-field cache entries),
+    the weighted mean over present fields with renormalised weights, normalised again (pooled
+    entry, keyed also by the weights). A document with none of the weighted fields is an error
+    naming it. `encoder` is an OpenClipEncoder (or anything with fingerprint(), num_workers and
+    encode_field(documents, field) -> (embeddings, present)).
+    """
+    from gcl_eval.encoders import field_present
+
+    active = weights.active()
+    present = {name: field_present(documents, name) for name in active}
+    empty = ~np.logical_or.reduce([present[name] for name in active])
+    if empty.any():
+        doc_id = documents.ids[int(np.flatnonzero(empty)[0])]
+        raise GclError(f"document {doc_id!r} has none of the fields {', '.join(active)} (weights {weights}): "
+                       f"nothing to embed ({int(empty.sum())} such documents)")
+    model = encoder.fingerprint()
+    content = {name: field_fingerprint(documents, name, num_workers=encoder.num_workers) for name in active}
+
+    def one_field(name: str) -> np.ndarray:
+        parts = {"encoder": model, "role": "document", "field": name, "content": content[name], "rows": len(documents)}
+        return _cached(cache, parts, lambda: encoder.encode_field(documents, name)[0])
+
+    def pooled() -> np.ndarray:
+        return pool_fields({name: one_field(name) for name in active}, present, weights)
+
+    w = weights.as_dict()
+    parts = {"encoder": model, "role": "document", "weights": {name: float(w[name]) for name in active},
+             "content": content, "rows": len(documents)}
+    return _cached(cache, parts, pooled)
+
+
+def encode_query_texts(encoder, texts: Sequence[str], cache: EmbeddingCache | None = None) -> np.ndarray:
+    """Query embeddings (N x D float32, L2-normalised), cached by the texts in order."""
+    texts = list(texts)
+    parts = {"encoder": encoder.fingerprint(), "role": "query", "field": "query",
+             "content": texts_fingerprint(texts), "rows": len(texts)}
+    return _cached(cache, parts, lambda: encoder.encode_queries(texts))
+
+
+def _cached(cache: EmbeddingCache | None, parts: dict, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    return compute() if cache is None else cache.get_or_compute(parts, compute)

@@ -1,0 +1,144 @@
+"""Model presets: declarative TOML files (package data under gcl_eval/presets/), like open_clip's configs.
+
+A preset says what to build (model source), how to train it (a [train] table of TrainConfig options;
+absent for zero-shot models and BM25) and how to evaluate it (document field weights, optionally other
+weights on the cold-start splits). A path to a user's own TOML file works wherever a name does.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gcl_eval.errors import GclError
+from gcl_eval.fields import FieldWeights
+
+PRESET_DIR = Path(__file__).parent / "presets"
+DEFAULT_PRESET = "tiny-gcl"
+FAMILIES = ("gcl", "clip", "siglip", "e5", "zero-shot", "bm25")
+TRACKS = ("text", "image", "multi")
+KINDS = ("open_clip", "text", "bm25")
+NEEDS = ("gpu", "network")
+MODEL_KEYS = {"open_clip": {"kind", "arch", "pretrained"}, "text": {"kind", "text_model", "prefixes"},
+              "bm25": {"kind", "backend", "k1", "b"}}
+TOP_KEYS = {"description", "family", "track", "needs", "model", "train", "eval"}
+EVAL_KEYS = {"doc_fields", "cold_start_fields", "batch_size"}
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    family: str
+    track: str
+    model: dict[str, Any]
+    train: dict[str, Any] | None = None  # TrainConfig options (without the model source)
+    doc_fields: FieldWeights | None = None
+    cold_start_fields: FieldWeights | None = None
+    eval_batch_size: int = 256
+    needs: tuple[str, ...] = ()
+    path: Path | None = field(default=None, compare=False)
+
+    @property
+    def kind(self) -> str:
+        return self.model["kind"]
+
+    @property
+    def trains(self) -> bool:
+        return self.train is not None
+
+    def requirements(self) -> list[str]:
+        """What running it takes beyond this CPU: a GPU, the network, packaged or local weights."""
+        out = list(self.needs)
+        if self.kind == "text" and self.model.get("text_model") == "minilm":
+            out.append("text extra (packaged MiniLM weights)")
+        return out
+
+    def summary(self) -> dict:
+        return {"name": self.name, "family": self.family, "track": self.track, "trains": self.trains,
+                "needs": self.requirements(), "kind": self.kind, "description": self.description}
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def list_presets() -> list[Preset]:
+    return [load_preset(name) for name in preset_names()]
+
+
+def load_preset(name_or_path: str | Path) -> Preset:
+    """A packaged preset by name, or a user's TOML file by path; a bad one is a one-line GclError."""
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    if path.suffix == ".toml" or path.is_file() or "/" in text:
+        if not path.is_file():
+            raise GclError(f"preset file {path} does not exist")
+    else:
+        path = PRESET_DIR / f"{text}.toml"
+        if not path.is_file():
+            raise GclError(f"unknown preset {text!r}; known: {', '.join(preset_names())} (or a path to a .toml file)")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise GclError(f"preset {path}: not valid TOML ({err})") from None
+    return _parse(path.stem, data, path)
+
+
+def _parse(name: str, data: dict, path: Path) -> Preset:
+    where = f"preset {path}"
+    unknown = sorted(set(data) - TOP_KEYS)
+    if unknown:
+        raise GclError(f"{where}: unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(TOP_KEYS))}")
+    for key in ("description", "family", "track", "model"):
+        if key not in data:
+            raise GclError(f"{where}: missing {key!r}")
+    _one_of(where, "family", data["family"], FAMILIES)
+    _one_of(where, "track", data["track"], TRACKS)
+    needs = tuple(data.get("needs", ()))
+    for need in needs:
+        _one_of(where, "needs", need, NEEDS)
+    model = dict(data["model"])
+    _one_of(where, "model.kind", model.get("kind"), KINDS)
+    extra = sorted(set(model) - MODEL_KEYS[model["kind"]])
+    if extra:
+        raise GclError(f"{where}: model key(s) {', '.join(extra)} do not apply to kind {model['kind']!r}")
+    required = {"open_clip": "arch", "text": "text_model"}.get(model["kind"])
+    if required and not model.get(required):
+        raise GclError(f"{where}: model.{required} is required for kind {model['kind']!r}")
+    train = data.get("train")
+    if train is not None and model["kind"] == "bm25":
+        raise GclError(f"{where}: a bm25 preset does not train")
+    evaluation = dict(data.get("eval", {}))
+    extra = sorted(set(evaluation) - EVAL_KEYS)
+    if extra:
+        raise GclError(f"{where}: unknown eval key(s) {', '.join(extra)}; expected {', '.join(sorted(EVAL_KEYS))}")
+    doc_fields = _fields(where, "eval.doc_fields", evaluation.get("doc_fields"))
+    if model["kind"] != "bm25" and doc_fields is None:
+        raise GclError(f"{where}: eval.doc_fields is required (e.g. {{ title = 0.5, image = 0.5 }})")
+    if model["kind"] == "text" and doc_fields is not None and "image" in doc_fields.active():
+        raise GclError(f"{where}: a text model has no image tower; eval.doc_fields must not weight image")
+    if data["track"] == "image" and doc_fields is not None and "title" in doc_fields.active():
+        raise GclError(f"{where}: track 'image' evaluates image-only documents; eval.doc_fields weights title")
+    return Preset(name=name, description=str(data["description"]), family=data["family"], track=data["track"],
+                  model=model, train=dict(train) if train is not None else None, doc_fields=doc_fields,
+                  cold_start_fields=_fields(where, "eval.cold_start_fields", evaluation.get("cold_start_fields")),
+                  eval_batch_size=int(evaluation.get("batch_size", 256)), needs=needs, path=path)
+
+
+def _one_of(where: str, key: str, value, known) -> None:
+    if value not in known:
+        raise GclError(f"{where}: {key} {value!r} is not one of {', '.join(known)}")
+
+
+def _fields(where: str, key: str, value) -> FieldWeights | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise GclError(f"{where}: {key} must be a table of field weights, e.g. {{ title = 1.0 }}")
+    try:
+        return FieldWeights.of(**{k: float(v) for k, v in value.items()})
+    except (GclError, TypeError, ValueError) as err:
+        raise GclError(f"{where}: {key}: {err}") from None

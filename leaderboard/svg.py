@@ -1,0 +1,132 @@
+"""Line plots as inline SVG: axes, ticks, grid, legend; no JavaScript, no external assets.
+
+The markup is written by hand (it is small) and every piece of text is XML-escaped here, so the
+result can be placed in a page as trusted markup and also parses as XML on its own.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from html import escape
+from typing import Sequence
+
+from markupsafe import Markup
+
+# Okabe-Ito: distinguishable with the common colour-vision deficiencies
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
+DASHES = ("", "6 3", "2 2", "8 3 2 3")  # a second cue besides colour
+
+
+@dataclass(frozen=True)
+class Series:
+    label: str
+    xs: Sequence[float]
+    ys: Sequence[float]
+
+
+def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+    """About `count` round tick values (steps of 1, 2, 2.5 or 5 x 10^n) covering [lo, hi]."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError("tick range must be finite")
+    if hi <= lo:
+        hi = lo + (abs(lo) or 1.0)
+    raw = (hi - lo) / max(count, 1)
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    first = math.floor(lo / step + 1e-9) * step
+    ticks, value = [], first
+    while value < hi + step * 0.5:
+        ticks.append(round(value, 10))
+        value += step
+    return ticks
+
+
+def _fmt(value: float) -> str:
+    text = f"{value:.6g}"
+    return "0" if text == "-0" else text
+
+
+def line_plot(series: Sequence[Series], *, title: str, x_label: str, y_label: str,
+              x_ticks: Sequence[float] | None = None, y_range: tuple[float, float] | None = None,
+              width: int = 560, height: int = 320) -> Markup:
+    """An SVG line chart of the series (non-finite points break a line) with a legend below it."""
+    finite = [(x, y) for s in series for x, y in zip(s.xs, s.ys) if math.isfinite(x) and math.isfinite(y)]
+    if not finite:
+        raise ValueError(f"plot {title!r} has no finite points")
+    xs = [p[0] for p in finite]
+    x_ticks = list(x_ticks) if x_ticks else nice_ticks(min(xs), max(xs))
+    x_lo, x_hi = min(min(xs), x_ticks[0]), max(max(xs), x_ticks[-1])
+    if y_range is None:
+        ys = [p[1] for p in finite]
+        y_ticks = nice_ticks(min(0.0, min(ys)), max(ys))
+    else:
+        y_ticks = nice_ticks(*y_range)
+    y_lo, y_hi = y_ticks[0], y_ticks[-1]
+    if x_hi == x_lo:
+        x_hi = x_lo + 1
+
+    legend_rows = math.ceil(len(series) / 4)
+    left, right, top, bottom = 58, 16, 30, 44 + 20 * legend_rows
+    plot_w, plot_h = width - left - right, height - top - bottom
+
+    def sx(x: float) -> float:
+        return left + (x - x_lo) / (x_hi - x_lo) * plot_w
+
+    def sy(y: float) -> float:
+        return top + (1 - (y - y_lo) / (y_hi - y_lo)) * plot_h
+
+    out = [f'<svg class="plot" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+           f'aria-label="{escape(title)}" font-family="system-ui, sans-serif" font-size="11">',
+           f"<title>{escape(title)}</title>",
+           f'<text x="{left}" y="18" font-size="13" font-weight="600" fill="#222">{escape(title)}</text>']
+    # grid and ticks
+    for y in y_ticks:
+        py = f"{sy(y):.2f}"
+        out.append(f'<line x1="{left}" y1="{py}" x2="{left + plot_w}" y2="{py}" stroke="#e3e3e3"/>')
+        out.append(f'<text x="{left - 6}" y="{py}" text-anchor="end" dominant-baseline="middle" '
+                   f'fill="#444">{_fmt(y)}</text>')
+    for x in x_ticks:
+        px = f"{sx(x):.2f}"
+        out.append(f'<line x1="{px}" y1="{top + plot_h}" x2="{px}" y2="{top + plot_h + 5}" stroke="#444"/>')
+        out.append(f'<text x="{px}" y="{top + plot_h + 17}" text-anchor="middle" fill="#444">{_fmt(x)}</text>')
+    # axes
+    out.append(f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}" stroke="#444"/>')
+    out.append(f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#444"/>')
+    out.append(f'<text x="{left + plot_w / 2:.2f}" y="{top + plot_h + 33}" text-anchor="middle" '
+               f'fill="#222">{escape(x_label)}</text>')
+    out.append(f'<text transform="translate(14 {top + plot_h / 2:.2f}) rotate(-90)" text-anchor="middle" '
+               f'fill="#222">{escape(y_label)}</text>')
+    # lines
+    for i, s in enumerate(series):
+        colour, dash = PALETTE[i % len(PALETTE)], DASHES[i % len(DASHES)]
+        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+        for segment in _segments(s.xs, s.ys):
+            points = " ".join(f"{sx(x):.2f},{sy(y):.2f}" for x, y in segment)
+            out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2"{dash_attr} '
+                       f'stroke-linejoin="round" points="{points}"><title>{escape(s.label)}</title></polyline>')
+    # legend: up to four entries a row, below the x axis label
+    for i, s in enumerate(series):
+        colour, dash = PALETTE[i % len(PALETTE)], DASHES[i % len(DASHES)]
+        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+        lx = left + (i % 4) * (plot_w / 4)
+        ly = top + plot_h + 52 + 20 * (i // 4)
+        out.append(f'<line x1="{lx:.2f}" y1="{ly}" x2="{lx + 22:.2f}" y2="{ly}" stroke="{colour}" '
+                   f'stroke-width="2"{dash_attr}/>')
+        out.append(f'<text x="{lx + 28:.2f}" y="{ly}" dominant-baseline="middle" fill="#222">'
+                   f"{escape(s.label)}</text>")
+    out.append("</svg>")
+    return Markup("\n".join(out))
+
+
+def _segments(xs: Sequence[float], ys: Sequence[float]) -> list[list[tuple[float, float]]]:
+    segments, current = [], []
+    for x, y in zip(xs, ys):
+        if math.isfinite(x) and math.isfinite(y):
+            current.append((x, y))
+        elif current:
+            segments.append(current)
+            current = []
+    if current:
+        segments.append(current)
+    return segments

@@ -1,0 +1,70 @@
+"""`gcl-eval run`: every CPU preset end to end on a small synthetic dataset; reuse of checkpoints and caches."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from gcl_eval.cli import cli
+from gcl_eval.commands.pipeline import RunOptions, run_preset
+from gcl_eval.protocol import EvalProtocol
+from gcl_eval.results import load_run
+
+FAST = (("epochs", 1), ("batch_size", 32), ("num_workers", 0), ("warmup", 2))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "synth"
+    result = CliRunner().invoke(cli, ["data", "synth", "--out", str(out), "--queries", "80", "--docs-per-query", "20",
+                                      "--image-size", "32", "--seed", "4", "--no-diagnostics"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _run(model, data, tmp_path, **kw):
+    options = RunOptions(model=model, data=data, out=tmp_path / model, train_overrides=FAST, workers=0,
+                         checkpoints=tmp_path / "ckpt", protocol=EvalProtocol(top_k=100, queries_per_split=40), **kw)
+    evaluation, folder = run_preset(options)
+    return evaluation.result, folder
+
+
+@pytest.mark.parametrize("model", ["tiny-gcl", "tiny-clip", "bm25"])
+def test_cpu_presets_write_valid_run_folders(model, data, tmp_path):
+    result, folder = _run(model, data, tmp_path)
+    loaded = load_run(folder)
+    assert loaded.model["preset"] == model and list(loaded.splits) == ["in_domain", "novel_query", "novel_corpus",
+                                                                         "zero_shot"]
+    if model != "bm25":
+        assert loaded.model["stw"]["name"] == ("inverse" if model == "tiny-gcl" else "constant")
+        assert len(loaded.model["stw"]["curve"]) == 100 and loaded.model["trains"] is True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["tiny-gcl-multi", "tiny-clip-multi", "tiny-siglip", "minilm-zs", "minilm-ce",
+                                   "minilm-gcl"])
+def test_other_cpu_presets_run_end_to_end(model, data, tmp_path):
+    pytest.importorskip("transformers") if model.startswith("minilm") else None
+    result, folder = _run(model, data, tmp_path)
+    loaded = load_run(folder)
+    assert loaded.model["preset"] == model
+    if model == "tiny-gcl-multi":
+        assert loaded.model["split_doc_fields"]["zero_shot"] == "title=1"
+
+
+def test_second_run_reuses_the_checkpoint_and_the_embeddings(data, tmp_path):
+    first, _ = _run("tiny-gcl", data, tmp_path)
+    second, _ = _run("tiny-gcl", data, tmp_path)
+    assert first.timings["checkpoint_reused"] is False and second.timings["checkpoint_reused"] is True
+    assert second.timings["embedding_cache"]["misses"] == 0
+    assert second.splits == first.splits and second.model["checkpoint_sha256"] == first.model["checkpoint_sha256"]
+
+
+def test_run_command_prints_the_table(data, tmp_path):
+    args = ["run", "--model", "bm25", "--data", str(data), "--out", str(tmp_path / "r"), "--queries", "20",
+            "--top-k", "50"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "in_domain" in result.output and "nDCG@10" in result.output
+    as_json = CliRunner().invoke(cli, args + ["--json"])
+    assert json.loads(as_json.output)["model"]["family"] == "bm25"

@@ -1,0 +1,292 @@
+"""The training loop: optimizer and schedule rules, precision paths, gradient cache == plain, the exported
+checkpoint under plain open_clip, DDP == one process, and a small end-to-end GCL run that learns."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gcl_eval.data.io import read_dataset
+from gcl_eval.errors import GclError
+from gcl_eval.fields import FieldWeights, pool_fields
+from gcl_eval.metrics import evaluate_arrays
+from gcl_eval.modeling import load_open_clip, open_clip_module
+from gcl_eval.qrels import build_qrels, grades_from_scores, sample_queries
+from trainers import checkpoint as ckpt
+from trainers.config import TrainConfig
+from trainers.data import EpochBatches, RecordDataset, make_loader, training_pairs
+from trainers.loop import CosineSchedule, Stepper, make_optimizer, param_groups, train
+from trainers.towers import build_towers
+from train_helpers import assert_same_tensors, make_dataset, one_torch_thread  # noqa: F401 (autouse)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("data") / "tiny")
+
+
+def tiny_config(**kw) -> TrainConfig:
+    base = dict(arch="tiny-clip", epochs=1, batch_size=16, num_workers=0, device="cpu", warmup=2)
+    return TrainConfig(**{**base, **kw})
+
+
+# ------------------------------------------------------------------------------------------ optimizer rules
+
+
+def test_param_groups_follow_open_clip_rule():
+    config = tiny_config(loss="sigmoid")
+    towers, _ = build_towers(config, "cpu")
+    no_decay, decay = param_groups(towers, 0.02)
+    assert no_decay["weight_decay"] == 0.0 and decay["weight_decay"] == 0.02
+    names = {id(p): n for n, p in towers.named_parameters()}
+    for p in no_decay["params"]:
+        n = names[id(p)]
+        assert p.ndim < 2 or any(k in n for k in ("bn", "ln", "bias", "logit_scale")), n
+    for p in decay["params"]:
+        n = names[id(p)]
+        assert p.ndim >= 2 and not any(k in n for k in ("bn", "ln", "bias", "logit_scale")), n
+    no_decay_names = {names[id(p)] for p in no_decay["params"]}
+    assert {"model.logit_scale", "model.logit_bias", "model.ln_final.weight"} <= no_decay_names
+    assert "model.text_projection" in {names[id(p)] for p in decay["params"]}
+    assert len(no_decay["params"]) + len(decay["params"]) == len(list(towers.parameters()))
+
+
+def test_unused_image_tower_is_frozen_and_left_out():
+    towers, _ = build_towers(tiny_config(doc_fields=FieldWeights.of(title=1.0)), "cpu")
+    optimizer = make_optimizer(towers, tiny_config(doc_fields=FieldWeights.of(title=1.0)))
+    in_optimizer = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    visual = list(towers.model.visual.parameters())
+    assert visual and not any(id(p) in in_optimizer for p in visual)
+    assert towers.logit_bias_param is None and not towers.multi_field
+
+
+def test_cosine_schedule_equals_open_clip_cosine_lr():
+    open_clip_module()
+    from open_clip_train.scheduler import cosine_lr
+
+    total, warmup, base = 50, 7, 3e-4
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=base)
+    reference = cosine_lr(opt, base, warmup, total)
+    ours = CosineSchedule(base, warmup, total)
+    for step in range(total):
+        assert ours(step) == pytest.approx(reference(step), rel=1e-15, abs=0)
+    assert ours(0) == base / warmup and ours(warmup) == base
+
+
+def test_epoch_order_is_seeded_sharded_and_resumable():
+    full = EpochBatches(50, 8, seed=3)
+    shards = [EpochBatches(50, 8, seed=3, rank=r, world_size=2) for r in range(2)]
+    assert full.batches_per_epoch == 6  # drop_last: 48 of the 50 records
+    for epoch in (0, 1):
+        full.set_position(epoch)
+        batches = list(full)
+        assert batches == [[(epoch, int(i)) for i in full.global_batch(epoch, b)] for b in range(6)]
+        for s in shards:
+            s.set_position(epoch)
+        for b, (r0, r1) in enumerate(zip(*shards)):
+            assert r0 + r1 == batches[b]  # rank order = the single-process batch
+        full.set_position(epoch, 4)
+        assert list(full) == batches[4:]
+    assert not np.array_equal(full.order(0), full.order(1))
+    with pytest.raises(GclError, match="larger than"):
+        EpochBatches(10, 11, seed=0)
+    with pytest.raises(GclError, match="evenly"):
+        EpochBatches(50, 9, seed=0, world_size=2)
+
+
+def test_augmentation_is_seeded_per_record_not_by_the_global_rng(tiny_data):
+    config = tiny_config(augment=True)
+    towers, _ = build_towers(config, "cpu")
+    pairs = training_pairs(read_dataset(tiny_data), config)
+    ds = RecordDataset(pairs, towers, towers.doc_fields, augment=True, seed=0)
+    torch.manual_seed(1)
+    a = ds[(0, 5)]["image"]
+    torch.manual_seed(2)
+    state = torch.get_rng_state()
+    b = ds[(0, 5)]["image"]
+    assert torch.equal(torch.get_rng_state(), state)  # the global stream is untouched
+    assert torch.equal(a, b)
+    assert not torch.equal(a, ds[(1, 5)]["image"])  # another epoch, another crop
+    plain = RecordDataset(pairs, towers, towers.doc_fields, augment=False, seed=0)
+    assert plain[(0, 5)]["image"].shape == a.shape
+
+
+# ------------------------------------------------------------------------------------------ one step
+
+
+def _one_step(config: TrainConfig, data, *, drop_title=(), drop_image=(), dtype=torch.float32):
+    """Fresh towers (seeded), one optimizer step on the first batch; returns (towers, loss, gradients)."""
+    towers, _ = build_towers(config, "cpu")
+    towers.to(dtype)
+    pairs = training_pairs(read_dataset(data), config)
+    for i in drop_title:
+        pairs.titles[i] = None
+    for i in drop_image:
+        pairs.images[i] = None
+    sampler = EpochBatches(len(pairs), config.batch_size, config.seed)
+    sampler.set_position(0)
+    q, d, w, m = next(iter(make_loader(pairs, towers, config, sampler)))
+    if "image" in d:
+        d["image"] = d["image"].to(dtype)
+    optimizer = make_optimizer(towers, config)
+    scaler = torch.amp.GradScaler("cpu") if config.precision == "fp16" else None
+    loss = Stepper(towers, config, optimizer, scaler)(q, d, w.to(dtype), m)
+    grads = {n: p.grad.clone() for n, p in towers.named_parameters() if p.grad is not None}
+    return towers, loss, grads
+
+
+@pytest.mark.parametrize("loss", ["ce", "sigmoid"])
+def test_gradient_cache_step_equals_plain_step(tiny_data, loss):
+    """Multi-field with missing titles and images (masks), chunks of 5, 5, 5, 1: the same loss and gradients
+    (float32, to rounding), and the same weights after one AdamW step (float64: Adam's first step divides by
+    |g|, which would turn float32 rounding of tiny gradients into visible weight differences)."""
+    n = len(read_dataset(tiny_data).pairs["in_domain"])
+    first_batch = EpochBatches(n, 16, seed=0).global_batch(0, 0)
+    drop = dict(drop_title=first_batch[[1, 6]].tolist(), drop_image=first_batch[[3]].tolist())
+    for dtype, tol in ((torch.float32, 1e-6), (torch.float64, 1e-12)):
+        plain, plain_loss, plain_grads = _one_step(tiny_config(loss=loss), tiny_data, dtype=dtype, **drop)
+        cached, cached_loss, cached_grads = _one_step(tiny_config(loss=loss, grad_cache_chunk=5), tiny_data,
+                                                      dtype=dtype, **drop)
+        assert cached_loss.item() == pytest.approx(plain_loss.item(), rel=tol)
+        assert sorted(cached_grads) == sorted(plain_grads)
+        for k, g in plain_grads.items():
+            torch.testing.assert_close(cached_grads[k], g, rtol=0, atol=tol * max(1.0, g.abs().max().item()), msg=k)
+        if dtype == torch.float64:
+            a, b = plain.state_dict(), cached.state_dict()
+            for k in a:
+                torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-9, msg=k)
+            start = build_towers(tiny_config(loss=loss), "cpu")[0].state_dict()
+            moved = [k for k in a if not torch.equal(a[k].float(), start[k])]
+            assert len(moved) > 0.9 * len(a)  # the step did move (almost) every tensor
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_low_precision_steps_run_on_cpu(tiny_data, precision):
+    config = tiny_config(precision=precision, grad_clip=1.0)
+    before = {k: v.clone() for k, v in build_towers(config, "cpu")[0].state_dict().items()}
+    towers, loss, _ = _one_step(config, tiny_data)
+    _, fp32_loss, _ = _one_step(tiny_config(grad_clip=1.0), tiny_data)
+    assert math.isfinite(loss.item())
+    assert loss.item() == pytest.approx(fp32_loss.item(), rel=0.05)  # the same loss, at lower precision
+    after = towers.state_dict()
+    assert all(v.dtype == torch.float32 for v in after.values() if v.is_floating_point())  # fp32 master weights
+    moved = [k for k in after if not torch.equal(after[k], before[k])]
+    assert len(moved) > 0.9 * len(after)
+
+
+def test_sigmoid_loss_on_a_clip_architecture_gets_a_siglip_bias():
+    towers, _ = build_towers(tiny_config(loss="sigmoid"), "cpu")
+    assert towers.logit_bias_param.item() == -10.0
+    assert towers.logit_params()[0].item() == pytest.approx(10.0)  # random init: SigLIP's t = 10
+    assert "logit_bias" not in towers.export_state_dict()  # plain open_clip's CLIP has no such key
+    assert "model.logit_bias" in towers.state_dict()  # but the training checkpoint keeps it
+
+
+# ------------------------------------------------------------------------------------------ runs
+
+
+def test_exported_checkpoint_loads_with_plain_open_clip(tiny_data, tmp_path):
+    out = tmp_path / "ckpt"
+    result = train(tiny_config(loss="sigmoid"), tiny_data, out)
+    assert result.steps == len(read_dataset(tiny_data).pairs["in_domain"]) // 16 and math.isfinite(result.final_loss)
+    assert ckpt.is_finished(out)
+    info = json.loads((out / "train.json").read_text())
+    assert info["result"]["steps"] == result.steps and info["config"]["loss"] == "sigmoid"
+
+    open_clip = open_clip_module()
+    model, _, preprocess = open_clip.create_model_and_transforms("tiny-clip", pretrained=str(out / "model.pt"))
+    model.eval()
+    trained = ckpt.read_checkpoint(out)["model"]  # the in-training weights, "model." + open_clip names
+    plain_state = model.state_dict()
+    assert_same_tensors(plain_state, {k.removeprefix("model."): v for k, v in trained.items() if k != "model.logit_bias"})
+
+    towers, _ = build_towers(tiny_config(loss="sigmoid"), "cpu")
+    towers.load_state_dict(trained)
+    towers.eval()
+    tokens = open_clip.get_tokenizer("tiny-clip")(["red cotton shirt", "a lamp"])
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model.encode_text(tokens, normalize=True), towers.model.encode_text(tokens, normalize=True))
+        assert torch.equal(model.encode_image(images, normalize=True), towers.model.encode_image(images, normalize=True))
+
+    loaded = ckpt.load_trained(out)
+    assert loaded.kind == "open_clip" and loaded.sha256 == info["model_sha256"]
+    assert_same_tensors(loaded.model.model.state_dict(), plain_state)
+
+
+def _in_domain_metrics(model, tokenizer, preprocess, dataset) -> dict:
+    """ERR / nDCG@10 of in_domain queries over corpus_1 (title+image 0.5/0.5), brute-force search."""
+    pairs = dataset.pairs["in_domain"].copy()
+    pairs["grade"] = grades_from_scores(pairs["score"])
+    qids = sample_queries(pairs["query_id"].to_numpy(), pairs["grade"].to_numpy(), 10**9, seed=0)
+    corpus = dataset.corpora["corpus_1"]
+    qrels = build_qrels(pairs, corpus.ids, qids)
+    texts = pairs.drop_duplicates("query_id").set_index("query_id").loc[qids, "query"].tolist()
+    model.eval()
+    with torch.no_grad():
+        q = model.encode_text(tokenizer(texts), normalize=True).numpy()
+        titles = model.encode_text(tokenizer(corpus.titles()), normalize=True).numpy()
+        images = torch.stack([preprocess(corpus.images.load(r)) for r in corpus.image_refs()])
+        im = model.encode_image(images, normalize=True).numpy()
+    present = np.ones(len(corpus), dtype=bool)
+    docs = pool_fields({"title": titles, "image": im}, {"title": present, "image": present},
+                       FieldWeights.of(title=0.5, image=0.5))
+    ranked = np.argsort(-(q @ docs.T), axis=1, kind="stable")
+    return evaluate_arrays(qrels.grade(ranked), qrels.grades, ["ERR", "nDCG@10"])
+
+
+def test_gcl_training_improves_in_domain_err(tmp_path):
+    """Integration: tiny-clip, inverse STW, title+image, a few epochs: in_domain ERR well above its start."""
+    data = make_dataset(tmp_path / "data", queries=80, docs_per_query=40)  # ~1250 pairs: 19 steps per epoch
+    dataset = read_dataset(data)
+    config = TrainConfig(arch="tiny-clip", stw="inverse", doc_fields=FieldWeights.of(title=0.5, image=0.5),
+                         epochs=2, batch_size=64, device="cpu", num_workers=1, seed=0)
+    start = load_open_clip("tiny-clip", seed=0)  # the same random init the run starts from
+    before = _in_domain_metrics(start.model, start.tokenizer, start.preprocess_val, dataset)
+    result = train(config, data, tmp_path / "ckpt")
+    trained = ckpt.load_trained(tmp_path / "ckpt").model
+    after = _in_domain_metrics(trained.model, trained.tokenizer, trained.preprocess_val, dataset)
+    print(f"in_domain ERR {before['ERR']:.4f} -> {after['ERR']:.4f}, nDCG@10 {before['nDCG@10']:.4f} -> "
+          f"{after['nDCG@10']:.4f}; {result.samples_per_s:.0f} samples/s")
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    assert after["ERR"] > before["ERR"] + 0.1
+    assert after["nDCG@10"] > before["nDCG@10"]
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_equal_one(tiny_data, tmp_path):
+    """DDP on CPU (gloo, 2 ranks, batch sharded, GCLLoss gathers) == one process: same weights after a run,
+    plain DDP and gradient cache alike (up to float summation order)."""
+    common = ["--arch", "tiny-clip", "--data", str(tiny_data), "--epochs", "1", "--batch-size", "16",
+              "--workers", "0", "--device", "cpu", "--warmup", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+    def run(args, n):
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), "--master_port",
+                    str(29500 + os.getpid() % 1000 + n)] if n > 1 else [sys.executable]
+        done = subprocess.run([*launcher, "-m", "gcl_eval", "train", *common, *args], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    run(["--out", str(tmp_path / "one")], 1)
+    run(["--out", str(tmp_path / "two")], 2)
+    run(["--out", str(tmp_path / "two_cache"), "--grad-cache-chunk", "3"], 2)
+    one = torch.load(tmp_path / "one" / "model.pt")
+    for name in ("two", "two_cache"):
+        other = torch.load(tmp_path / name / "model.pt")
+        for k in one:
+            torch.testing.assert_close(other[k], one[k], rtol=0, atol=2e-5, msg=f"{name}: {k}")
+        info = json.loads((tmp_path / name / "train.json").read_text())
+        assert info["environment"]["world_size"] == 2
+        assert info["result"]["final_loss"] == pytest.approx(
+            json.loads((tmp_path / "one" / "train.json").read_text())["result"]["final_loss"], rel=1e-5)

@@ -1,0 +1,207 @@
+"""Training data: the in_domain pairs as multi-field records, in a deterministic, resumable order.
+
+Each record is (query text; document title and image; weight w = STW(score)). The order of an epoch is a
+permutation drawn from (seed, epoch) alone, cut into full batches (drop_last: every step sees the whole
+contrastive batch), so the data position (epoch, batch index) says exactly which batches a run has done
+and a resumed run skips precisely those. Under torchrun each global batch is cut into one contiguous
+shard per rank, in rank order, so the all-gathered batch is the single-process batch.
+
+Images are decoded and preprocessed in DataLoader workers with the model's eval transform by default: a
+random crop could cut away the frame colour that carries the synthetic images' quality cue.
+``augment`` selects the training transform; its randomness is then seeded per (seed, epoch, record), so
+the crops do not depend on worker count or on where a run was resumed. A missing title or image becomes
+a field mask (False); a record none of whose weighted document fields is present is an input error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset as TorchDataset
+
+from gcl_eval.data.dataset import Dataset, ImageStore, _missing
+from gcl_eval.errors import DataError, GclError
+from trainers.config import TrainConfig
+from trainers.weights import score_to_weight
+
+TRAIN_SPLIT = "in_domain"
+
+
+@dataclass
+class TrainingPairs:
+    """Parallel arrays, one row per in_domain pair. title/image are None where missing."""
+
+    queries: list[str]
+    titles: list[str | None]
+    images: list[str | None]  # image references for ``image_store``
+    weights: np.ndarray  # float32, STW of the scores
+    doc_ids: list[str]
+    image_store: ImageStore
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+
+def training_pairs(dataset: Dataset, config: TrainConfig, *, source: str = "") -> TrainingPairs:
+    """The in_domain pairs of ``dataset`` with their weights; every input error is one GclError line."""
+    where = f" of {source}" if source else ""
+    if TRAIN_SPLIT not in dataset.pairs:
+        raise DataError(f"dataset{where} has no {TRAIN_SPLIT} split to train on (splits: {', '.join(dataset.splits)})")
+    pairs = dataset.pairs[TRAIN_SPLIT]
+    if len(pairs) == 0:
+        raise DataError(f"the {TRAIN_SPLIT} split{where} has no pairs")
+    try:
+        weights = score_to_weight(config.stw, pairs["score"].to_numpy(dtype=np.float64), s_max=config.s_max,
+                                  **dict(config.stw_params))
+    except GclError as err:
+        raise DataError(f"{TRAIN_SPLIT} pairs{where}: {err}") from None
+    docs = dataset.corpus_for(TRAIN_SPLIT)
+    doc_ids = pairs["doc_id"].astype(str).tolist()
+    table = docs.table.reindex(doc_ids)
+    titles = [None if _missing(t) else str(t) for t in table["title"].tolist()]
+    images = [None if _missing(r) else str(r) for r in table["image"].tolist()]
+    queries = pairs["query"].astype(str).tolist()
+    active = config.doc_fields.active()
+    present = np.zeros(len(doc_ids), dtype=bool)
+    if "title" in active:
+        present |= np.array([t is not None for t in titles], dtype=bool)
+    if "image" in active:
+        present |= np.array([r is not None for r in images], dtype=bool)
+    if not present.all():
+        i = int(np.flatnonzero(~present)[0])
+        raise DataError(f"{TRAIN_SPLIT} pair {i}{where}: document {doc_ids[i]!r} has none of the trained "
+                        f"fields {', '.join(active)}")
+    return TrainingPairs(queries, titles, images, weights.astype(np.float32), doc_ids, docs.images)
+
+
+class EpochBatches:
+    """Batch sampler: the batches of one epoch from a start batch, as this rank's shard.
+
+    Yields lists of (epoch, record index); ``set_position(epoch, start)`` before each epoch.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, *, rank: int = 0, world_size: int = 1):
+        if batch_size > n:
+            raise DataError(f"batch size {batch_size} is larger than the {n} {TRAIN_SPLIT} training pairs")
+        if batch_size % world_size:
+            raise GclError(f"batch size {batch_size} does not split evenly over {world_size} processes")
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.start = 0, 0
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.n // self.batch_size
+
+    def order(self, epoch: int) -> np.ndarray:
+        """This epoch's permutation of the records, from (seed, epoch) only."""
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n)
+
+    def set_position(self, epoch: int, start: int = 0) -> None:
+        if not 0 <= start <= self.batches_per_epoch:
+            raise GclError(f"batch index {start} is outside epoch {epoch} ({self.batches_per_epoch} batches)")
+        self.epoch, self.start = epoch, start
+
+    def global_batch(self, epoch: int, b: int) -> np.ndarray:
+        return self.order(epoch)[b * self.batch_size:(b + 1) * self.batch_size]
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch - self.start
+
+    def __iter__(self):
+        order = self.order(self.epoch)
+        shard = self.batch_size // self.world_size
+        for b in range(self.start, self.batches_per_epoch):
+            rows = order[b * self.batch_size + self.rank * shard:b * self.batch_size + (self.rank + 1) * shard]
+            yield [(self.epoch, int(i)) for i in rows]
+
+
+class RecordDataset(TorchDataset):
+    """Record i of an epoch: query, title, preprocessed image (decoded here, i.e. in a worker), weight."""
+
+    def __init__(self, pairs: TrainingPairs, towers, doc_fields, *, augment: bool, seed: int):
+        self.pairs = pairs
+        self.preprocess = towers.preprocess_image if "image" in doc_fields else None
+        self.augment = augment
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, key):
+        epoch, i = key
+        image = None
+        ref = self.pairs.images[i]
+        if self.preprocess is not None and ref is not None:
+            try:
+                pil = self.pairs.image_store.load(ref)
+            except Exception as err:  # a missing or corrupt file: name it
+                raise DataError(f"image {ref!r} of document {self.pairs.doc_ids[i]!r} does not load: "
+                                f"{' '.join(str(err).split())[:200]}") from None
+            if self.augment:
+                sample_seed = int(np.random.SeedSequence([self.seed, epoch, i]).generate_state(1)[0])
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(sample_seed)
+                    image = self.preprocess(pil, train=True)
+            else:
+                image = self.preprocess(pil)
+        return {"query": self.pairs.queries[i], "title": self.pairs.titles[i], "image": image,
+                "weight": float(self.pairs.weights[i])}
+
+
+class Collate:
+    """A list of records -> (query batch, doc batch, weights, doc field masks or None).
+
+    Texts are tokenised here (in the workers too). A missing title is tokenised as "" and a missing image
+    is zeros, with its mask False: the loss never reads a masked field's embedding.
+    """
+
+    def __init__(self, towers, doc_fields):
+        self.tokenize = towers.tokenize
+        self.doc_fields = tuple(doc_fields)
+        self.image_shape = towers.image_shape
+        self.multi = towers.multi_field
+
+    def __call__(self, records):
+        query = {"query": self.tokenize([r["query"] for r in records], "query")}
+        doc, masks = {}, []
+        for name in self.doc_fields:
+            if name == "title":
+                doc["title"] = self.tokenize([r["title"] or "" for r in records], "document")
+                masks.append(torch.tensor([r["title"] is not None for r in records]))
+            else:
+                images = [r["image"] if r["image"] is not None else torch.zeros(self.image_shape) for r in records]
+                doc["image"] = torch.stack(images)
+                masks.append(torch.tensor([r["image"] is not None for r in records]))
+        weights = torch.tensor([r["weight"] for r in records], dtype=torch.float32)
+        doc_masks = torch.stack(masks, dim=1) if self.multi else None  # always given: ranks must agree
+        return query, doc, weights, doc_masks
+
+
+def make_loader(pairs: TrainingPairs, towers, config: TrainConfig, sampler: EpochBatches) -> DataLoader:
+    """A DataLoader over ``sampler``'s batches; its own generator, so it never draws from the global RNG
+    (which dropout uses: drawing from it would make a resumed run differ)."""
+    dataset = RecordDataset(pairs, towers, towers.doc_fields, augment=config.augment, seed=config.seed)
+    workers = config.data_workers()
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=Collate(towers, towers.doc_fields),
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(config.seed),
+        pin_memory=False,
+    )
+
+
+def move_to(batch, device):
+    """Tensors of a nested dict/list/tuple batch onto ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: move_to(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move_to(v, device) for v in batch)
+    return batch
