@@ -10,6 +10,7 @@ from pathlib import Path
 from gcl_eval.data.dataset import SPLITS
 from gcl_eval.errors import GclError
 from gcl_eval.fields import FieldWeights
+from gcl_eval.threads import budget_cpu_threads, default_workers
 from gcl_eval.protocol import EvalProtocol, Evaluation, evaluate_dataset
 
 COLD_START_SPLITS = ("novel_query", "novel_corpus", "zero_shot")
@@ -30,7 +31,7 @@ class OpenClipEvalConfig:
     cold_start_weights: FieldWeights | None = None  # e.g. title only on the cold-start splits ("0.5/0.0")
     device: str | None = None  # None: cuda when available, else cpu
     batch_size: int = 256
-    workers: int | None = None  # None: min(4, cpu count)
+    workers: int | None = None  # None: half the CPU cores (gcl_eval.threads)
     precision: str = "fp32"
     use_cache: bool = True
 
@@ -81,7 +82,8 @@ def evaluate_open_clip(config: OpenClipEvalConfig) -> Evaluation:
     dataset = read_dataset(config.data, images_root=config.images_root)
     pretrained = str(config.checkpoint) if config.checkpoint else config.pretrained
     loaded = load_open_clip(config.arch, pretrained, seed=config.seed, device=device)
-    workers = config.workers if config.workers is not None else min(4, os.cpu_count() or 1)
+    workers = config.workers if config.workers is not None else default_workers()
+    budget_cpu_threads(workers, device)
     encoder = OpenClipEncoder(loaded, device=device, batch_size=config.batch_size, num_workers=workers,
                               precision=config.precision)
     split_weights = {s: config.cold_start_weights for s in COLD_START_SPLITS} if config.cold_start_weights else {}

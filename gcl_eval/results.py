@@ -11,10 +11,8 @@ import json
 import math
 import os
 import platform
-import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from gcl_eval import __version__
+from gcl_eval.atomic import atomic_folder
 from gcl_eval.errors import GclError
 
 SCHEMA_VERSION = 1
@@ -96,24 +95,11 @@ def environment_info(device: str | None = None) -> dict:
 def save_run(result: RunResult, out: Path, runs: dict[str, SplitRun] | None = None, *, tag: str = "gcl-eval") -> Path:
     """Write the run folder atomically (replacing an existing one only once the new one is complete)."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:
         (tmp / "result.json").write_text(json.dumps(_jsonable(result.to_json()), indent=2, sort_keys=False) + "\n")
         result.per_query.to_parquet(tmp / "per_query.parquet", index=False)
         for split, run in (runs or {}).items():
             write_trec_run(tmp / f"run_{split}.trec", run, tag)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -20,9 +20,8 @@ Backends:
   copying the corpus into an index), asked for a few more than k results; faiss breaks ties arbitrarily,
   so the rows are re-sorted by (-score, index) and a query whose tied scores may continue past what
   was fetched is searched again with a larger k until the tie is closed.
-- "auto": "torch" (CPU and GPU). On this project's reference CPU (2 cores, AVX-512, MKL) the torch
-  path measured faster than faiss at every shape tried, from 1 query to 2,000 queries x 1M documents;
-  see benchmarks/results/search.md.
+- "auto": on CPU, faiss once faiss's own BLAS path applies (many queries), torch below that; torch on
+  GPU. `choose_backend` gives the rule and the measurement behind it.
 
 Memory: the torch backend never holds more than one score tile (query block x corpus block float32)
 plus its selection workspace, sized by `memory_budget_bytes` (bookkeeping in `_row_bytes`); the inputs
@@ -115,13 +114,23 @@ def search(
 
 
 def choose_backend(num_queries: int, num_docs: int, dim: int, k: int, device=None) -> str:
-    """The backend "auto" uses: "torch" everywhere.
+    """The backend "auto" uses for a shape: "faiss" on CPU once faiss takes its BLAS path (queries x dim
+    >= faiss.cvar.distance_compute_blas_threshold, 128,000 in faiss 1.15: 250 queries at 512 dims),
+    else "torch" (always on a GPU).
 
-    Measured on the reference CPU (benchmarks/bench_search.py, results in benchmarks/results/search.md):
-    the blocked torch path beat faiss's flat kernel at every shape tried (1 to 2,000 queries, 10k to 1M
-    documents, k 10 to 1,000), so no shape rule is needed; faiss stays available as backend="faiss".
+    Measured on the reference CPU (2 shared cores; benchmarks/bench_search.py, numbers and the runs
+    behind this rule in benchmarks/results/search.md): below the threshold faiss scans the corpus once
+    per query and the torch path is 2-10x faster. Above it both are matmul-bound and within ~20% of
+    each other, the order changing from run to run with the load; faiss's small in-cache tiles and fused
+    heap selection were the faster raw call at 2,000 x 1M x 512 in every run, while the torch path
+    writes and re-reads every score tile through memory and slowed down most when the machine was busy.
     """
-    return "torch"
+    dev = torch.device("cpu") if device is None else torch.device(device)
+    if dev.type != "cpu":
+        return "torch"
+    import faiss
+
+    return "faiss" if num_queries * dim >= faiss.cvar.distance_compute_blas_threshold else "torch"
 
 
 def exact_search_reference(queries: np.ndarray, corpus: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -209,10 +218,11 @@ def _resolve_device(device) -> torch.device:
 def _faiss_search(queries: np.ndarray, corpus: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """faiss's exact flat IP kernel, then the deterministic tie order.
 
-    faiss returns an exact top-`fetch` by score but orders (and cuts) ties arbitrarily. When the last
-    fetched score is strictly below the k-th, every row scoring >= the k-th was fetched, so sorting the
-    fetched rows by (-score, index) and keeping k is exact. Otherwise (a tie reaching the end of what was
-    fetched) that query is searched again with twice the extra, until closed or the whole corpus is
+    faiss returns an exact top-`fetch` by score, sorted by score, but orders (and cuts) ties arbitrarily.
+    When the last fetched score is strictly below the k-th, every row scoring >= the k-th was fetched,
+    so sorting the fetched rows by (-score, index) and keeping k is exact; a row whose first k + 1 scores
+    strictly decrease has no tie to order and is kept as it is. Otherwise (a tie reaching the end of what
+    was fetched) that query is searched again with twice the extra, until closed or the whole corpus is
     fetched; its result then comes from that one later call, so its scores are self-consistent.
     """
     import faiss
@@ -226,14 +236,18 @@ def _faiss_search(queries: np.ndarray, corpus: np.ndarray, k: int) -> tuple[np.n
     extra = _FAISS_EXTRA
     while todo.size:
         fetch = min(num_docs, k + extra)
-        scores, ids = faiss.knn(xq[todo], xb, fetch, metric=faiss.METRIC_INNER_PRODUCT)
-        if fetch == num_docs:
-            closed = np.ones(todo.size, dtype=bool)
-        else:
-            closed = scores[:, fetch - 1] < scores[:, k - 1]
-        order = np.lexsort((ids[closed], -scores[closed]), axis=-1)[:, :k]
-        out_ids[todo[closed]] = np.take_along_axis(ids[closed], order, axis=1)
-        out_scores[todo[closed]] = np.take_along_axis(scores[closed], order, axis=1)
+        scores, ids = faiss.knn(xq[todo] if todo.size < xq.shape[0] else xq, xb, fetch,
+                                metric=faiss.METRIC_INNER_PRODUCT)
+        closed = np.ones(todo.size, dtype=bool) if fetch == num_docs else scores[:, fetch - 1] < scores[:, k - 1]
+        last = min(k + 1, fetch)
+        tied = (scores[:, 1:last] >= scores[:, : last - 1]).any(axis=1)
+        if tied.any():
+            rows = np.flatnonzero(tied & closed)
+            order = np.lexsort((ids[rows], -scores[rows]), axis=-1)
+            ids[rows] = np.take_along_axis(ids[rows], order, axis=1)
+            scores[rows] = np.take_along_axis(scores[rows], order, axis=1)
+        out_ids[todo[closed]] = ids[closed, :k]
+        out_scores[todo[closed]] = scores[closed, :k]
         todo = todo[~closed]
         extra *= 2
     return out_ids, out_scores

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 
 from gcl_eval import __version__, stats
+from gcl_eval.atomic import atomic_folder
 from gcl_eval.data.dataset import SPLITS
 from gcl_eval.errors import GclError
 from gcl_eval.results import RunResult, load_run
@@ -365,22 +364,8 @@ def build_site(results_dir: Path | str, out: Path | str, *, baseline: str | None
     _check_out(results_dir, out)
     entries = collect_runs(results_dir)
     tables = build_tables(entries, baseline, test, alpha)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:
         render_site(tables, entries, tmp, test=test, alpha=alpha)
-        tmp.chmod(0o755)  # mkdtemp makes it private; a site is meant to be read
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return SiteSummary(out=out, runs=len(entries), tables=len(tables))
 
 

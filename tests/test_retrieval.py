@@ -125,8 +125,8 @@ def test_all_scores_equal_gives_corpus_order(backend, kwargs):
 @pytest.mark.parametrize(("backend", "kwargs"), CONFIGS, ids=CONFIG_IDS)
 @pytest.mark.parametrize("direction", [1, -1])
 def test_monotone_scores(backend, kwargs, direction):
-    """Scores rising along the corpus (every later tile beats the running k-th: the filter must give up
-    and fall back to the tile's top-k) and falling (later tiles contribute nothing), with ties."""
+    """Scores rising along the corpus (each tile's top-k displaces the earlier tiles' in the merge) and
+    falling (later tiles contribute nothing), with every score three times."""
     base = np.arange(600, dtype=np.float32) // 3  # each score appears three times
     corpus = np.stack([base * direction, np.ones_like(base)], axis=1)
     queries = np.array([[1.0, 0.0], [1.0, 5.0], [-1.0, 0.0]], dtype=np.float32)
@@ -147,7 +147,7 @@ def test_random_float_data(backend, kwargs):
 
 @pytest.mark.parametrize("data", ["integer", "float"])
 @pytest.mark.parametrize(("rows", "width", "k"), [(7, 5000, 10), (3, 1000, 1), (5, 997, 12), (4, 3000, 300)])
-def test_group_preselection_equals_plain_topk(data, rows, width, k):
+def test_group_preselection_equals_plain_topk(monkeypatch, data, rows, width, k):
     """_tile_topk's group-maximum shortcut (with its tail columns and its full-row fallback when group
     maxima tie at the k-th place) gives the same top-k, in the same order, as the reference."""
     rng = np.random.default_rng(rows * width + k)
@@ -163,11 +163,8 @@ def test_group_preselection_equals_plain_topk(data, rows, width, k):
         full_rows.append(values.shape == (1, width))
         return original(values, k_, **kwargs)
 
-    try:
-        retrieval._topk_columns = spy
-        scores, ids = retrieval._tile_topk(torch.from_numpy(tile), k, 1000)
-    finally:
-        retrieval._topk_columns = original
+    monkeypatch.setattr(retrieval, "_topk_columns", spy)
+    scores, ids = retrieval._tile_topk(torch.from_numpy(tile), k, 1000)
     assert any(full_rows) == (data == "integer")  # group maxima tie at the cut only in integer data
     ref_ids, ref_scores = exact_search_reference(np.eye(rows, dtype=np.float32), tile.T.copy(), k)
     ranked_scores, ranked_ids = retrieval._order_ties(scores, ids)
@@ -333,3 +330,23 @@ def test_group_preselection_ties_among_candidates():
         ref_ids, ref_scores = exact_search_reference(np.eye(len(tile), dtype=np.float32), tile.T.copy(), k)
         np.testing.assert_array_equal(ids.numpy(), ref_ids)
         np.testing.assert_array_equal(scores.numpy(), ref_scores)
+
+
+def test_auto_rule_follows_faiss_blas_threshold():
+    import faiss
+
+    threshold = faiss.cvar.distance_compute_blas_threshold
+    dim = 64
+    many = -(-threshold // dim)  # the fewest queries that put faiss on its BLAS path
+    assert retrieval.choose_backend(many, 10**6, dim, 10) == "faiss"
+    assert retrieval.choose_backend(many - 1, 10**6, dim, 10) == "torch"
+    assert retrieval.choose_backend(1, 10, dim, 10) == "torch"
+    assert retrieval.choose_backend(many, 10**6, dim, 10, device="cuda") == "torch"
+
+
+def test_auto_with_many_queries_equals_reference():
+    """A shape where "auto" picks faiss: still the reference's ids and scores, ties included."""
+    rng = np.random.default_rng(4)
+    queries, corpus = integer_data(rng, 300, 120, 512)
+    assert retrieval.choose_backend(300, 120, 512, 25) == "faiss"
+    assert_exact(search(queries, corpus, 25), exact_search_reference(queries, corpus, 25))

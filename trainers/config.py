@@ -11,7 +11,6 @@ lr 1e-4, 20 epochs, batch 2048, weight decay 0.02, fine-tuning pretrained checkp
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -126,9 +125,9 @@ class TrainConfig:
     def data_workers(self) -> int:
         """DataLoader worker processes: ``num_workers``, or half the CPU cores (1..8), so that the workers
         decoding images and torch's compute threads do not fight over the same cores."""
-        if self.num_workers is not None:
-            return self.num_workers
-        return max(1, min(8, (os.cpu_count() or 2) // 2))
+        from gcl_eval.threads import default_workers
+
+        return self.num_workers if self.num_workers is not None else default_workers()
 
     @property
     def model_name(self) -> str:

@@ -243,6 +243,9 @@ def _train(config: TrainConfig, data, out: Path, resume: bool, device, started: 
         from gcl_eval.data.io import read_dataset
 
         dataset, data_source = read_dataset(data), str(Path(data).resolve())
+    from gcl_eval.threads import budget_cpu_threads
+
+    budget_cpu_threads(config.data_workers(), device.type)
     pairs = training_pairs(dataset, config, source=data_source)
     fingerprint = dataset.fingerprint()
     sampler = EpochBatches(len(pairs), config.batch_size, config.seed, rank=rank, world_size=world)

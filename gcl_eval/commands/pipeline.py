@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,6 +17,7 @@ from gcl_eval.cache import cache_dir
 from gcl_eval.console import status
 from gcl_eval.errors import GclError
 from gcl_eval.presets import DEFAULT_PRESET, Preset, load_preset
+from gcl_eval.threads import budget_cpu_threads, default_workers
 from gcl_eval.protocol import EvalProtocol, Evaluation, evaluate_dataset
 
 COLD_START_SPLITS = ("novel_query", "novel_corpus", "zero_shot")
@@ -143,7 +143,8 @@ def _retriever(preset: Preset, trained, device: str, options: RunOptions, model_
     from gcl_eval.dense import DenseRetriever
     from gcl_eval.embcache import EmbeddingCache
 
-    workers = options.workers if options.workers is not None else min(4, os.cpu_count() or 1)
+    workers = options.workers if options.workers is not None else default_workers()
+    budget_cpu_threads(workers, device)
     if preset.kind == "open_clip":
         from gcl_eval.encoders import OpenClipEncoder
         from gcl_eval.modeling import load_open_clip
