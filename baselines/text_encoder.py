@@ -11,10 +11,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import torch
 
 from gcl_eval.console import track
 from gcl_eval.data.dataset import Documents
 from gcl_eval.errors import GclError
+
+
+EVAL_PRECISIONS = ("fp32", "bf16")  # bf16: the transformer under autocast (CPU or GPU), pooling in fp32
 
 
 class TextModelEncoder:
@@ -22,7 +26,11 @@ class TextModelEncoder:
 
     num_workers = 0  # nothing to decode in worker processes
 
-    def __init__(self, encoder, weights_sha256: str, *, batch_size: int = 128, device: str = "cpu"):
+    def __init__(self, encoder, weights_sha256: str, *, batch_size: int = 128, device: str = "cpu",
+                 precision: str = "fp32"):
+        if precision not in EVAL_PRECISIONS:
+            raise GclError(f"unknown precision {precision!r}; known: {', '.join(EVAL_PRECISIONS)}")
+        self.precision = precision
         self.encoder = encoder.to(device).eval()
         self.weights_sha256 = weights_sha256
         self.batch_size = batch_size
@@ -36,17 +44,26 @@ class TextModelEncoder:
             "encoder": "text", "name": self.encoder.name, "weights_sha256": self.weights_sha256,
             "prefixes": self.encoder.prefixes, "max_length": self.encoder.max_length, "pooling": "mean",
             "device_type": str(self.device).split(":")[0], "torch": torch.__version__,
-            "transformers": transformers.__version__, "normalise": "l2-fp32",
+            "transformers": transformers.__version__, "normalise": "l2-fp32", "precision": self.precision,
+            "batching": "by-length",
         }, sort_keys=True, separators=(",", ":"))
 
     def _encode(self, texts: list[str], role: str, description: str) -> np.ndarray:
+        """Batches of similar length (texts sorted by length, results put back in input order): a batch
+        is padded to its longest text, so mixing lengths wastes most of the compute on padding."""
+        order = sorted(range(len(texts)), key=lambda i: (len(texts[i]), i))
         parts = []
         starts = range(0, len(texts), self.batch_size)
         for start in track(starts, description, total=len(starts)):
-            parts.append(self.encoder.encode_texts(texts[start:start + self.batch_size], role,
-                                                   batch_size=self.batch_size, device=self.device))
+            batch = [texts[i] for i in order[start:start + self.batch_size]]
+            parts.append(self.encoder.encode_texts(batch, role, batch_size=self.batch_size, device=self.device,
+                                                   dtype=torch.bfloat16 if self.precision == "bf16" else None))
         dim = self.encoder.backbone.config.hidden_size
-        return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, dim), dtype=np.float32)
+        if not parts:
+            return np.zeros((0, dim), dtype=np.float32)
+        out = np.empty((len(texts), dim), dtype=np.float32)
+        out[np.asarray(order, dtype=np.int64)] = np.concatenate(parts)
+        return out
 
     def encode_queries(self, texts) -> np.ndarray:
         return self._encode([str(t) for t in texts], "query", "encoding queries")

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "metrics": ("gcl_eval.commands.metrics", "metrics", "Score a TREC run file against TREC qrels."),
     "models": ("gcl_eval.commands.models", "models", "List the model presets and what they need."),
     "run": ("gcl_eval.commands.run", "run", "Train (if needed) and evaluate a preset; the main job."),
+    "suite": ("gcl_eval.commands.suite", "suite", "Run a named suite of presets over seeds (the paper in miniature)."),
     "train": ("gcl_eval.commands.train", "train", "Train a GCL model on a dataset's in_domain pairs."),
 }
 

@@ -25,7 +25,7 @@ from typing import Sequence
 from gcl_eval.data.dataset import SPLITS
 from gcl_eval.errors import GclError
 from gcl_eval.metrics import DEFAULT_MEASURES
-from gcl_eval.results import RunResult
+from gcl_eval.results import RunResult, display_label
 from gcl_eval.stats import TEST_NAMES, TESTS, holm, paired_test
 
 COMPARED_PROTOCOL_KEYS = ("top_k", "queries_per_split", "sampling", "seed", "metric_profile")
@@ -125,10 +125,10 @@ def _finite_or_none(value):
 
 
 def run_label(result: RunResult, path: str | Path | None = None) -> str:
-    """A row label: the model preset when the run has one, else the run folder's name."""
-    preset = result.model.get("preset") if isinstance(result.model, dict) else None
-    if preset:
-        return str(preset)
+    """A row label: the suite label (and seed) or the model preset when the run has one, else the folder's name."""
+    label = display_label(result.model)
+    if label:
+        return label
     if path is not None:
         return Path(path).resolve().name or str(path)
     return "run"

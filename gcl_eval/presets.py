@@ -24,7 +24,8 @@ NEEDS = ("gpu", "network")
 MODEL_KEYS = {"open_clip": {"kind", "arch", "pretrained"}, "text": {"kind", "text_model", "prefixes"},
               "bm25": {"kind", "backend", "k1", "b"}}
 TOP_KEYS = {"description", "family", "track", "needs", "model", "train", "eval"}
-EVAL_KEYS = {"doc_fields", "cold_start_fields", "batch_size"}
+EVAL_KEYS = {"doc_fields", "cold_start_fields", "batch_size", "precision"}
+EVAL_PRECISIONS = ("fp32", "bf16")  # bf16: text models under autocast anywhere, open_clip models on CUDA
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Preset:
     doc_fields: FieldWeights | None = None
     cold_start_fields: FieldWeights | None = None
     eval_batch_size: int = 256
+    eval_precision: str = "fp32"
     needs: tuple[str, ...] = ()
     path: Path | None = field(default=None, compare=False)
 
@@ -71,6 +73,41 @@ def list_presets() -> list[Preset]:
 
 def load_preset(name_or_path: str | Path) -> Preset:
     """A packaged preset by name, or a user's TOML file by path; a bad one is a one-line GclError."""
+    path, data = _read(name_or_path)
+    return _parse(path.stem, data, path)
+
+
+def preset_with_overrides(name_or_path: str | Path, *, train: dict | None = None, evaluation: dict | None = None,
+                          where: str = "") -> Preset:
+    """A preset with some [train] / [eval] keys replaced, validated exactly like a preset file.
+
+    ``where`` prefixes errors (e.g. the suite and run that asked for the overrides)."""
+    path, data = _read(name_or_path)
+    data = dict(data)
+    if train:
+        if data.get("train") is None:
+            raise GclError(f"{where}preset {path.stem} does not train; it takes no [train] overrides")
+        data["train"] = {**data["train"], **train}
+    if evaluation:
+        data["eval"] = {**data.get("eval", {}), **evaluation}
+    preset = _parse(path.stem, data, path)
+    if train:
+        from trainers.config import TrainConfig
+
+        try:
+            TrainConfig.from_dict({**preset.train, **_model_source(preset)})
+        except (GclError, TypeError) as err:
+            raise GclError(f"{where}preset {path.stem}: bad [train] override ({err})") from None
+    return preset
+
+
+def _model_source(preset: Preset) -> dict:
+    if preset.kind == "open_clip":
+        return {"arch": preset.model["arch"]}
+    return {"text_model": preset.model["text_model"]}
+
+
+def _read(name_or_path: str | Path) -> tuple[Path, dict]:
     text = str(name_or_path)
     path = Path(text).expanduser()
     if path.suffix == ".toml" or path.is_file() or "/" in text:
@@ -84,7 +121,7 @@ def load_preset(name_or_path: str | Path) -> Preset:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise GclError(f"preset {path}: not valid TOML ({err})") from None
-    return _parse(path.stem, data, path)
+    return path, data
 
 
 def _parse(name: str, data: dict, path: Path) -> Preset:
@@ -122,10 +159,13 @@ def _parse(name: str, data: dict, path: Path) -> Preset:
         raise GclError(f"{where}: a text model has no image tower; eval.doc_fields must not weight image")
     if data["track"] == "image" and doc_fields is not None and "title" in doc_fields.active():
         raise GclError(f"{where}: track 'image' evaluates image-only documents; eval.doc_fields weights title")
+    precision = evaluation.get("precision", "fp32")
+    _one_of(where, "eval.precision", precision, EVAL_PRECISIONS)
     return Preset(name=name, description=str(data["description"]), family=data["family"], track=data["track"],
                   model=model, train=dict(train) if train is not None else None, doc_fields=doc_fields,
                   cold_start_fields=_fields(where, "eval.cold_start_fields", evaluation.get("cold_start_fields")),
-                  eval_batch_size=int(evaluation.get("batch_size", 256)), needs=needs, path=path)
+                  eval_batch_size=int(evaluation.get("batch_size", 256)), eval_precision=precision, needs=needs,
+                  path=path)
 
 
 def _one_of(where: str, key: str, value, known) -> None:
@@ -134,7 +174,7 @@ def _one_of(where: str, key: str, value, known) -> None:
 
 
 def _fields(where: str, key: str, value) -> FieldWeights | None:
-    if value is None:
+    if value is None or value == {}:  # {}: none (a suite's way to drop a preset's cold_start_fields)
         return None
     if not isinstance(value, dict):
         raise GclError(f"{where}: {key} must be a table of field weights, e.g. {{ title = 1.0 }}")

@@ -67,6 +67,17 @@ class RunResult:
         return self.splits[split]["metrics"][measure]
 
 
+def display_label(model: dict) -> str | None:
+    """A run's name for tables: a suite run's label (with its seed), else its preset; None if neither."""
+    if not isinstance(model, dict):
+        return None
+    label = model.get("label") or model.get("preset")
+    if not label:
+        return None
+    seed = model.get("seed") if model.get("label") else None
+    return f"{label} seed {seed}" if seed is not None else str(label)
+
+
 def tool_info() -> dict:
     return {"name": "gcl-eval", "version": __version__, "git_commit": _git_commit()}
 

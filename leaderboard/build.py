@@ -26,7 +26,7 @@ from gcl_eval import __version__, stats
 from gcl_eval.atomic import atomic_folder
 from gcl_eval.data.dataset import SPLITS
 from gcl_eval.errors import GclError
-from gcl_eval.results import RunResult, load_run
+from gcl_eval.results import RunResult, display_label, load_run
 from leaderboard.svg import Series, line_plot
 
 HERE = Path(__file__).resolve().parent
@@ -108,12 +108,12 @@ def collect_runs(results_dir: Path) -> list[Entry]:
         rel = folder.relative_to(results_dir).as_posix()
         name = folder.resolve().name if rel == "." else folder.name
         model = run.model
-        preset = model.get("preset")
+        shown = display_label(model)
         track = model.get("track")
         trains = model.get("trains")
         entry = Entry(run=run, folder=folder, rel=rel if rel != "." else name,
                       slug=_unique_slug(name if rel == "." else rel, used),
-                      label=str(preset) if preset not in (None, "") else name,
+                      label=shown if shown else name,
                       family=str(model.get("family") or "unknown"),
                       track=track if track in TRACKS else "unknown",
                       training="trained" if trains is True else "zero-shot" if trains is False else "unknown")
@@ -134,7 +134,7 @@ def _unique_slug(rel: str, used: set[str]) -> str:
 
 
 def _matches(entry: Entry, spec: str) -> bool:
-    if spec in (entry.run.model.get("preset"), entry.rel, entry.folder.name):
+    if spec in (entry.run.model.get("preset"), entry.label, entry.rel, entry.folder.name):
         return True
     candidate = Path(spec)
     return candidate.is_dir() and candidate.resolve() == entry.folder.resolve()

@@ -97,6 +97,8 @@ def test_epoch_order_is_seeded_sharded_and_resumable():
             assert r0 + r1 == batches[b]  # rank order = the single-process batch
         full.set_position(epoch, 4)
         assert list(full) == batches[4:]
+        full.set_position(epoch, 1, 3)
+        assert list(full) == batches[1:3] and len(full) == 2
     assert not np.array_equal(full.order(0), full.order(1))
     with pytest.raises(GclError, match="larger than"):
         EpochBatches(10, 11, seed=0)
@@ -195,6 +197,39 @@ def test_sigmoid_loss_on_a_clip_architecture_gets_a_siglip_bias():
 # ------------------------------------------------------------------------------------------ runs
 
 
+def test_max_steps_caps_a_run_inside_an_epoch(tiny_data, tmp_path):
+    """max_steps ends a run inside an epoch, with the cosine schedule decaying over the budget; the
+    capped run is finished (a resume returns it) and equals a run resumed from its mid-epoch checkpoint."""
+    steps_per_epoch = len(read_dataset(tiny_data).pairs["in_domain"]) // 16
+    budget = steps_per_epoch + 3  # one full epoch and 3 steps of the next
+    result = train(tiny_config(epochs=5, max_steps=budget), tiny_data, tmp_path / "capped")
+    assert result.steps == budget and result.epochs == 2
+    info = json.loads((tmp_path / "capped" / "train.json").read_text())
+    assert [h["epoch"] for h in info["result"]["history"]] == [1, 2]
+    assert info["config"]["max_steps"] == budget
+    assert train(tiny_config(epochs=5, max_steps=budget), tiny_data, tmp_path / "capped", resume=True).already_finished
+
+    # the same run stopped at a checkpoint 1 step into epoch 2, then resumed: identical weights
+    stop_early = tiny_config(epochs=5, max_steps=budget, checkpoint_every=steps_per_epoch + 1)
+    os.environ["GCL_EVAL_TEST_KILL_AFTER_STEP"] = str(steps_per_epoch + 1)
+    script = (f"import sys; sys.path.insert(0, {str(ROOT / 'tests')!r}); import torch; torch.set_num_threads(1); "
+              f"from trainers.loop import train; from trainers.config import TrainConfig; "
+              f"train(TrainConfig.from_dict({stop_early.to_dict()!r}), {str(tiny_data)!r}, {str(tmp_path / 'again')!r})")
+    try:
+        killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    finally:
+        del os.environ["GCL_EVAL_TEST_KILL_AFTER_STEP"]
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert ckpt.read_checkpoint(tmp_path / "again")["position"]["step"] == steps_per_epoch + 1
+    resumed = train(stop_early, tiny_data, tmp_path / "again", resume=True)
+    assert resumed.resumed_from_step == steps_per_epoch + 1 and resumed.steps == budget
+    assert_same_tensors(ckpt.read_checkpoint(tmp_path / "capped")["model"],
+                        ckpt.read_checkpoint(tmp_path / "again")["model"])
+    with pytest.raises(GclError, match="max_steps"):
+        tiny_config(max_steps=0)
+    assert "max_steps" not in tiny_config().recipe()  # unset: recipes keep the keys they had before
+
+
 def test_exported_checkpoint_loads_with_plain_open_clip(tiny_data, tmp_path):
     out = tmp_path / "ckpt"
     result = train(tiny_config(loss="sigmoid"), tiny_data, out)
@@ -290,3 +325,41 @@ def test_torchrun_two_processes_equal_one(tiny_data, tmp_path):
         assert info["environment"]["world_size"] == 2
         assert info["result"]["final_loss"] == pytest.approx(
             json.loads((tmp_path / "one" / "train.json").read_text())["result"]["final_loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("fields", [{"image": 1.0}, {"title": 0.5, "image": 0.5}, {"title": 1.0}])
+def test_prepared_batches_equal_the_streaming_loader(tiny_data, fields):
+    """The in-process prepared path yields exactly the DataLoader path's batches (tokens, images, masks,
+    weights), for single- and multi-field documents, resumed mid-epoch too."""
+    from trainers.data import PreparedBatches, streaming_loader, use_prepared
+
+    config = tiny_config(doc_fields=FieldWeights.of(**fields))
+    towers, _ = build_towers(config, "cpu")
+    pairs = training_pairs(read_dataset(tiny_data), config)
+    assert use_prepared(pairs, towers, config)
+    sampler = EpochBatches(len(pairs), 16, seed=0)
+    prepared = PreparedBatches(pairs, towers, sampler, workers=0)
+    streaming = streaming_loader(pairs, towers, config, sampler)
+    for epoch, start in ((0, 0), (1, 3)):
+        sampler.set_position(epoch, start)
+        fast, slow = list(prepared), list(streaming)
+        assert len(fast) == len(slow) == len(sampler) > 0
+        for (q1, d1, w1, m1), (q2, d2, w2, m2) in zip(fast, slow):
+            assert torch.equal(q1["query"], q2["query"]) and torch.equal(w1, w2)
+            assert sorted(d1) == sorted(d2) and all(torch.equal(d1[k], d2[k]) for k in d1)
+            assert (m1 is None and m2 is None) or torch.equal(m1, m2)
+    assert not use_prepared(pairs, towers, tiny_config(doc_fields=FieldWeights.of(**fields), augment=True))
+
+
+def test_prepared_path_names_a_corrupt_image(tmp_path):
+    from trainers.data import PreparedBatches
+
+    data = make_dataset(tmp_path / "data", queries=10, docs_per_query=8)
+    config = tiny_config(batch_size=4, doc_fields=FieldWeights.of(image=1.0))
+    dataset = read_dataset(data)
+    pairs = training_pairs(dataset, config)
+    victim = pairs.images[0]
+    (data / victim).write_bytes(b"not a png")
+    towers, _ = build_towers(config, "cpu")
+    with pytest.raises(GclError, match=f"image '{victim}' of document"):
+        PreparedBatches(pairs, towers, EpochBatches(len(pairs), 4, seed=0), workers=0)

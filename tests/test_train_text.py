@@ -72,3 +72,22 @@ def test_minilm_gcl_trains_offline_and_reloads(tmp_path):
     assert info["model"]["kind"] == "text" and info["config"]["text_prefixes"] == "e5"
     emb = trained.model.encode_texts(["striped wool scarf"], "query")
     assert emb.shape == (1, 384) and abs(float(np.linalg.norm(emb)) - 1) < 1e-5
+
+
+def test_eval_encoder_batches_by_length_and_keeps_the_input_order(minilm):
+    """TextModelEncoder sorts texts by length into batches (less padding) and puts the rows back: equal to
+    encoding each text alone; bf16 stays within rounding of fp32 (cosine > 0.99) and is a separate cache key."""
+    from baselines.text_encoder import TextModelEncoder
+
+    texts = ["lamp", "a large ceramic coffee mug with a floral print, rated 4.5", "blue cotton shirt", "red",
+             "wooden desk with two drawers", "mug"]
+    encoder = TextModelEncoder(minilm, "sha", batch_size=2)
+    batched = encoder.encode_queries(texts)
+    alone = np.concatenate([minilm.encode_texts([t], "query") for t in texts])
+    np.testing.assert_allclose(batched, alone, atol=2e-6)
+    fast = TextModelEncoder(minilm, "sha", batch_size=2, precision="bf16")
+    low = fast.encode_queries(texts)
+    assert low.dtype == np.float32 and (np.sum(low * alone, axis=1) > 0.99).all()
+    assert fast.fingerprint() != encoder.fingerprint()
+    with pytest.raises(Exception, match="precision"):
+        TextModelEncoder(minilm, "sha", precision="fp8")

@@ -39,6 +39,8 @@ class TrainConfig:
     paper's 1e-4. warmup: linear warm-up steps before the cosine decay (open_clip's cosine_lr).
     batch_size: the GLOBAL contrastive batch (all ranks together), the batch the loss sees.
     checkpoint_every: also checkpoint every this many optimizer steps (0: at epoch ends only).
+    max_steps: stop after this many optimizer steps (a training budget smaller than ``epochs``; the
+    cosine schedule then decays over these steps). None: ``epochs`` full epochs.
     augment: use the model's training transform (random resized crops) instead of its eval transform;
     off by default because a crop can cut away the frame that is the synthetic images' quality cue.
     """
@@ -58,6 +60,7 @@ class TrainConfig:
     max_length: int = 128  # text models: tokens per text (open_clip models use their context length)
     augment: bool = False
     epochs: int = 5
+    max_steps: int | None = None
     batch_size: int = 64
     lr: float = 5e-4
     warmup: int = 20
@@ -98,6 +101,8 @@ class TrainConfig:
         if self.text_model and "image" in self.doc_fields.active():
             raise GclError("a text model has no image tower: give document fields without image (e.g. title=1)")
         _positive_int("epochs", self.epochs)
+        if self.max_steps is not None:
+            _positive_int("max_steps", self.max_steps)
         _positive_int("batch size", self.batch_size)
         _positive_int("max_length", self.max_length)
         _non_negative_int("warmup", self.warmup)
@@ -172,7 +177,14 @@ class TrainConfig:
         d = self.to_dict()
         for key in RUNTIME_FIELDS:
             d.pop(key)
+        if d["max_steps"] is None:  # absent when unset, so recipes written before the option keep their keys
+            d.pop("max_steps")
         return d
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """Optimizer steps of the whole run: ``epochs`` epochs, capped at ``max_steps``."""
+        full = self.epochs * steps_per_epoch
+        return full if self.max_steps is None else min(full, self.max_steps)
 
     def recipe_differences(self, other_recipe: dict) -> list[str]:
         """'key: checkpoint X, now Y' for every recipe field that differs from ``other_recipe``."""

@@ -36,7 +36,7 @@ from gcl_eval.errors import GclError
 from trainers import checkpoint as ckpt
 from trainers import distributed
 from trainers.config import TrainConfig
-from trainers.data import EpochBatches, make_loader, move_to, training_pairs
+from trainers.data import EpochBatches, PreparedBatches, make_loader, move_to, training_pairs
 from trainers.gradcache import GradCache
 from trainers.losses import GCLLoss
 from trainers.towers import Towers, build_towers
@@ -262,7 +262,8 @@ def _train(config: TrainConfig, data, out: Path, resume: bool, device, started: 
     towers.train()
     seed_everything(config.seed + rank)  # training RNG streams (dropout), one per rank, as open_clip does
     steps_per_epoch = sampler.batches_per_epoch
-    total_steps = config.epochs * steps_per_epoch
+    total_steps = config.total_steps(steps_per_epoch)
+    epochs_to_run = -(-total_steps // steps_per_epoch)  # the last one is partial under max_steps
     optimizer = make_optimizer(towers, config)
     schedule = CosineSchedule(config.lr, config.warmup, total_steps)
     scaler = torch.amp.GradScaler(device.type) if config.precision == "fp16" else None
@@ -290,6 +291,8 @@ def _train(config: TrainConfig, data, out: Path, resume: bool, device, started: 
         ddp_model = DistributedDataParallel(towers, device_ids=[device.index] if device.type == "cuda" else None)
     step_fn = Stepper(towers, config, optimizer, scaler, ddp_model)
     loader = make_loader(pairs, towers, config, sampler)
+    if isinstance(loader, PreparedBatches):  # no workers run during the steps: torch gets every core
+        budget_cpu_threads(0, device.type)
 
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -318,10 +321,11 @@ def _train(config: TrainConfig, data, out: Path, resume: bool, device, started: 
     loop_started = time.perf_counter()
     steps_here = 0
     with _Progress(total_steps, position["step"], enabled=rank == 0) as bar:
-        for epoch in range(position["epoch"], config.epochs):
+        for epoch in range(position["epoch"], epochs_to_run):
             start = position["batch"] if epoch == position["epoch"] else 0
             loss_sum = torch.tensor(position["epoch_loss_sum"] if start else 0.0, dtype=torch.float64, device=device)
-            sampler.set_position(epoch, start)
+            epoch_steps = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)  # less: max_steps
+            sampler.set_position(epoch, start, epoch_steps)
             for b, (query_batch, doc_batch, weights, doc_masks) in enumerate(loader, start=start):
                 step = epoch * steps_per_epoch + b
                 lr = schedule.apply(optimizer, step)
@@ -330,12 +334,12 @@ def _train(config: TrainConfig, data, out: Path, resume: bool, device, started: 
                 loss_sum += _global_mean(loss).double()
                 steps_here += 1
                 done = step + 1
-                if bar.due() or b + 1 == steps_per_epoch:
+                if bar.due() or b + 1 == epoch_steps:
                     bar.update(done, loss_sum.item() / (b + 1), steps_here * config.batch_size
                                / max(time.perf_counter() - loop_started, 1e-9), epoch)
-                epoch_end = b + 1 == steps_per_epoch
+                epoch_end = b + 1 == epoch_steps
                 if epoch_end:
-                    mean = loss_sum.item() / steps_per_epoch
+                    mean = loss_sum.item() / epoch_steps
                     history = [*position["history"], {"epoch": epoch + 1, "loss": mean, "lr": lr}]
                     position = {"epoch": epoch + 1, "batch": 0, "step": done, "epoch_loss_sum": 0.0,
                                 "history": history}
@@ -352,7 +356,7 @@ def _train(config: TrainConfig, data, out: Path, resume: bool, device, started: 
     result = TrainResult(
         final_loss=history[-1]["loss"],
         steps=position["step"],
-        epochs=config.epochs,
+        epochs=epochs_to_run,
         samples_per_s=steps_here * config.batch_size / train_s if steps_here else 0.0,
         wall_s=0.0,
         train_s=train_s,

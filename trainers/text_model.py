@@ -72,14 +72,16 @@ class TextEncoder(nn.Module):
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean of the token states over the attention mask, L2-normalised."""
         mask = features["attention_mask"]
-        hidden = self.backbone(**features).last_hidden_state
+        hidden = self.backbone(**features).last_hidden_state.float()  # pooled in fp32, also under autocast
         m = mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
         return F.normalize(pooled, dim=-1)
 
     @torch.no_grad()
-    def encode_texts(self, texts, role: str, batch_size: int = 128, device=None) -> np.ndarray:
-        """(N, D) float32 L2-normalised embeddings, in eval mode; what evaluation uses."""
+    def encode_texts(self, texts, role: str, batch_size: int = 128, device=None,
+                     dtype: torch.dtype | None = None) -> np.ndarray:
+        """(N, D) float32 L2-normalised embeddings, in eval mode; what evaluation uses. ``dtype``: run the
+        transformer under autocast to it (bf16: ~3x faster on CPUs with AMX/AVX512-BF16), pool in fp32."""
         device = torch.device(device) if device is not None else self.logit_scale.device
         was_training = self.training
         self.eval()
@@ -89,7 +91,8 @@ class TextEncoder(nn.Module):
             for start in range(0, len(texts), batch_size):
                 feats = self.tokenize(texts[start:start + batch_size], role)
                 feats = {k: v.to(device) for k, v in feats.items()}
-                parts.append(self(feats).float().cpu().numpy())
+                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                    parts.append(self(feats).float().cpu().numpy())
         finally:
             self.train(was_training)
         dim = self.backbone.config.hidden_size

@@ -33,17 +33,34 @@ class RunOptions:
     workers: int | None = None
     train_overrides: tuple[tuple[str, object], ...] = ()  # TrainConfig fields, e.g. (("epochs", 1),)
     checkpoints: Path | None = None  # None: the gcl-eval cache's checkpoints folder
+    world: str = "default"  # the built-in world used when data is None (see WORLDS)
+    preset: Preset | None = None  # an already-loaded (e.g. suite-modified) preset instead of `model`
+    extra_info: tuple[tuple[str, object], ...] = ()  # added to the run's "model" record (suite label, seed)
+    write_trec: bool = True  # the TREC run files (~40 MB per 1,000 queries x 1,000 results)
 
 
-def builtin_dataset() -> Path:
-    """The default synthetic world, generated once into the cache folder (keyed by generator version)."""
+# The built-in synthetic worlds (SynthConfig options). "default" is what `gcl-eval run` uses; "control"
+# hides the quality cues (a bi-encoder cannot see why a product ranks high, so rank weighting should not
+# help on new products); "second" is another draw of another size, to show results are not tuned to one.
+WORLDS: dict[str, dict] = {
+    "default": {},
+    "control": {"quality_visible": False},
+    "second": {"seed": 1, "queries": 1600},
+}
+
+
+def builtin_dataset(world: str = "default") -> Path:
+    """A built-in synthetic world, generated once into the cache folder (keyed by generator version and
+    its options)."""
     from gcl_eval.data.synth import SynthConfig
     from gcl_eval.data.synth.build import write_synthetic
     from gcl_eval.data.synth.world import GENERATOR_VERSION
 
-    config = SynthConfig()
+    if world not in WORLDS:
+        raise GclError(f"unknown built-in world {world!r}; known: {', '.join(WORLDS)}")
+    config = SynthConfig(**WORLDS[world])
     key = hashlib.sha256(json.dumps({"v": GENERATOR_VERSION, **config.to_dict()}, sort_keys=True).encode()).hexdigest()
-    folder = cache_dir("datasets") / f"synth-default-{key[:12]}"
+    folder = cache_dir("datasets") / f"synth-{world}-{key[:12]}"
     if not (folder / "synth.json").is_file():
         write_synthetic(config, folder, overwrite=True)
     return folder
@@ -79,12 +96,12 @@ def run_preset(options: RunOptions) -> tuple[Evaluation, Path]:
     from gcl_eval.results import save_run
 
     started = time.perf_counter()
-    preset = load_preset(options.model)
+    preset = options.preset if options.preset is not None else load_preset(options.model)
     device = resolve_device(options.device)
     if "gpu" in preset.needs and not device.startswith("cuda"):
         raise GclError(f"preset {preset.name} needs a GPU (no CUDA device here); CPU presets: tiny-gcl, "
                        f"tiny-gcl-multi, tiny-clip, tiny-clip-multi, tiny-siglip, minilm-zs, minilm-ce, minilm-gcl, bm25")
-    data_dir = Path(options.data) if options.data else builtin_dataset()
+    data_dir = Path(options.data) if options.data else builtin_dataset(options.world)
     with status(f"reading {data_dir}"):
         dataset = read_dataset(data_dir)
     timings: dict = {}
@@ -97,6 +114,7 @@ def run_preset(options: RunOptions) -> tuple[Evaluation, Path]:
     retriever = _retriever(preset, trained, device, options, model_info)
     t0 = time.perf_counter()
     evaluation = evaluate_dataset(retriever, dataset, options.protocol, device=device)
+    model_info.update(options.extra_info)
     evaluation.result.model = {**model_info, **retriever.describe(), **model_info}
     evaluation.result.timings.update(timings, evaluate_s=round(time.perf_counter() - t0, 3),
                                      total_s=round(time.perf_counter() - started, 3))
@@ -104,7 +122,7 @@ def run_preset(options: RunOptions) -> tuple[Evaluation, Path]:
     if cache is not None:
         evaluation.result.timings["embedding_cache"] = cache.stats.as_dict()
     out = Path(options.out) if options.out else Path("runs") / preset.name
-    save_run(evaluation.result, out, evaluation.runs)
+    save_run(evaluation.result, out, evaluation.runs if options.write_trec else None)
     return evaluation, out
 
 
@@ -151,7 +169,9 @@ def _retriever(preset: Preset, trained, device: str, options: RunOptions, model_
 
         loaded = trained.model if trained else load_open_clip(preset.model["arch"], preset.model.get("pretrained") or None,
                                                               device=device)
-        encoder = OpenClipEncoder(loaded, device=device, batch_size=preset.eval_batch_size, num_workers=workers)
+        precision = preset.eval_precision if device.startswith("cuda") else "fp32"  # autocast on CUDA only
+        encoder = OpenClipEncoder(loaded, device=device, batch_size=preset.eval_batch_size, num_workers=workers,
+                                  precision=precision)
         model_info.update(arch=loaded.arch, source=loaded.source, checkpoint_sha256=loaded.weights_sha256)
     else:
         from baselines.text_encoder import TextModelEncoder, text_model_sha256
@@ -162,8 +182,10 @@ def _retriever(preset: Preset, trained, device: str, options: RunOptions, model_
         else:
             text = load_text_model(preset.model["text_model"], prefixes=preset.model.get("prefixes", "e5"), device=device)
             digest = text_model_sha256(text)
-        encoder = TextModelEncoder(text, digest, batch_size=preset.eval_batch_size, device=device)
-        model_info.update(text_model=preset.model["text_model"], source=text.source, checkpoint_sha256=digest)
+        encoder = TextModelEncoder(text, digest, batch_size=preset.eval_batch_size, device=device,
+                                   precision=preset.eval_precision)
+        model_info.update(text_model=preset.model["text_model"], source=text.source, checkpoint_sha256=digest,
+                          eval_precision=preset.eval_precision)
     split_weights = {s: preset.cold_start_fields for s in COLD_START_SPLITS} if preset.cold_start_fields else {}
     return DenseRetriever(encoder, doc_weights=preset.doc_fields, split_doc_weights=split_weights,
                           cache=EmbeddingCache(), model_info=dict(model_info), device=device)

@@ -22,10 +22,12 @@ from gcl_eval.presets import DEFAULT_PRESET
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the query sample.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the preset's epochs.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Override the preset's batch size.")
+@click.option("--max-steps", type=click.IntRange(min=1), default=None,
+              help="Cap training at this many optimizer steps (a smaller budget than the preset's epochs).")
 @click.option("--device", default=None, help="cpu, cuda or cuda:N [default: cuda when available].")
 @click.option("--workers", default=None, type=click.IntRange(min=0), help="Data-loading worker processes.")
 @click.option("--json", "as_json", is_flag=True, help="Print result.json instead of the table.")
-def run(model, data, out, queries, top_k, seed, epochs, batch_size, device, workers, as_json):
+def run(model, data, out, queries, top_k, seed, epochs, batch_size, max_steps, device, workers, as_json):
     """Train (if the preset trains) and evaluate a preset on the four splits; write a run folder.
 
     With no options: the tiny-gcl preset on the built-in synthetic dataset, on this CPU in minutes.
@@ -36,7 +38,8 @@ def run(model, data, out, queries, top_k, seed, epochs, batch_size, device, work
     from gcl_eval.console import print_result
     from gcl_eval.protocol import EvalProtocol
 
-    overrides = tuple((k, v) for k, v in (("epochs", epochs), ("batch_size", batch_size)) if v is not None)
+    overrides = tuple((k, v) for k, v in (("epochs", epochs), ("batch_size", batch_size), ("max_steps", max_steps))
+                      if v is not None)
     options = RunOptions(model=model, data=data, out=out, device=device, workers=workers, train_overrides=overrides,
                          protocol=EvalProtocol(top_k=top_k, queries_per_split=queries, seed=seed))
     evaluation, folder = run_preset(options)

@@ -43,6 +43,8 @@ def _parse_stw_params(values) -> tuple[tuple[str, object], ...]:
 @click.option("--epochs", type=int, default=_DEFAULTS.epochs, show_default=True)
 @click.option("--batch-size", type=int, default=_DEFAULTS.batch_size, show_default=True,
               help="Global contrastive batch (all processes together).")
+@click.option("--max-steps", type=int, default=None,
+              help="Stop after this many optimizer steps (a budget below --epochs; the schedule decays over it).")
 @click.option("--lr", type=float, default=_DEFAULTS.lr, show_default=True,
               help="Peak learning rate (the paper fine-tunes pretrained models with 1e-4).")
 @click.option("--warmup", type=int, default=_DEFAULTS.warmup, show_default=True, help="Warm-up steps.")

@@ -1,0 +1,221 @@
+"""A suite's results over seeds: mean +/- std per run, and paired comparisons with Holm-corrected tests.
+
+Statistics (docs/reproducing.md says why):
+- mean and sample standard deviation (ddof=1) over the seeds of each split's metric;
+- a comparison's p-value is a paired test over the queries of the split: each query's score averaged
+  over the seeds of the run, against the same for the baseline (the query sample is the same for every
+  seed and model, so the pairs are exact); Holm across the cells (splits x measures) of one comparison;
+- per-seed ratios (seed k of the run over seed k of the baseline) show whether every seed agrees.
+
+The targets of issue 7 (GCL against CLIP fine-tuned with the same model, data and budget) are checked
+for comparisons marked ``targets``: >= 2x in-domain ERR, >= 1.3x ERR on novel_corpus and zero_shot, a
+higher nDCG@10 on every split, each significant.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from gcl_eval.data.dataset import SPLITS
+from gcl_eval.errors import GclError
+from gcl_eval.results import RunResult
+from gcl_eval.stats import holm, paired_test
+
+MEASURES = ("nDCG@10", "ERR", "RBP(p=0.9)")
+ALPHA = 0.05
+
+
+@dataclass
+class Cell:
+    """A comparison cell: run vs baseline on one split and measure."""
+
+    split: str
+    measure: str
+    run_mean: float
+    baseline_mean: float
+    seed_ratios: list[float]
+    p: float = math.nan
+    p_holm: float = math.nan
+
+    @property
+    def ratio(self) -> float:
+        return self.run_mean / self.baseline_mean if self.baseline_mean > 0 else math.inf
+
+    @property
+    def significant(self) -> bool:
+        return self.p_holm <= ALPHA
+
+    def to_json(self) -> dict:
+        return {"split": self.split, "measure": self.measure, "run_mean": self.run_mean,
+                "baseline_mean": self.baseline_mean, "ratio": _finite(self.ratio),
+                "seed_ratios": [_finite(r) for r in self.seed_ratios], "p": _finite(self.p),
+                "p_holm": _finite(self.p_holm), "significant": self.significant}
+
+
+@dataclass
+class ComparisonResult:
+    run: str
+    baseline: str
+    cells: list[Cell]
+    targets: list[dict] = field(default_factory=list)  # empty unless the comparison checks targets
+
+    def cell(self, split: str, measure: str) -> Cell:
+        return next(c for c in self.cells if c.split == split and c.measure == measure)
+
+    @property
+    def targets_met(self) -> bool | None:
+        return all(t["met"] for t in self.targets) if self.targets else None
+
+    def to_json(self) -> dict:
+        return {"run": self.run, "baseline": self.baseline, "cells": [c.to_json() for c in self.cells],
+                "targets": self.targets, "targets_met": self.targets_met}
+
+
+def _finite(value: float):
+    return value if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def splits_of(results: list[RunResult]) -> list[str]:
+    present = set.intersection(*(set(r.splits) for r in results))
+    return [s for s in SPLITS if s in present]
+
+
+def summary(runs: dict[str, list[RunResult]], measures=MEASURES) -> dict:
+    """{label: {"seeds": n, split: {measure: {"mean", "std", "values"}}}} (std None for one seed)."""
+    out = {}
+    for label, results in runs.items():
+        entry = {"seeds": len(results)}
+        for split in splits_of(results):
+            entry[split] = {}
+            for measure in measures:
+                values = [float(r.metric(split, measure)) for r in results]
+                std = float(np.std(values, ddof=1)) if len(values) > 1 else None
+                entry[split][measure] = {"mean": float(np.mean(values)), "std": std, "values": values}
+        out[label] = entry
+    return out
+
+
+def _seed_mean_per_query(results: list[RunResult], split: str, measure: str) -> pd.Series:
+    """Each query's score averaged over the seeds (indexed by qid); every seed must have the same queries."""
+    frames = []
+    for r in results:
+        rows = r.per_query[r.per_query["split"] == split]
+        frames.append(rows.set_index(rows["qid"].astype(str))[measure].sort_index())
+    first = frames[0].index
+    for f in frames[1:]:
+        if not f.index.equals(first):
+            raise GclError(f"split {split}: the seeds of a run were evaluated on different queries; "
+                           "re-run the suite with one protocol")
+    return sum(frames) / len(frames)
+
+
+def compare(label: str, results: list[RunResult], base_label: str, base: list[RunResult], *,
+            measures=MEASURES, test: str = "t", check_targets: bool = False) -> ComparisonResult:
+    """Run vs baseline over their seeds; seed k is paired with seed k (a zero-shot side has one result)."""
+    cells = []
+    for split in splits_of(results + base):
+        for measure in measures:
+            ours = _seed_mean_per_query(results, split, measure)
+            theirs = _seed_mean_per_query(base, split, measure)
+            if not ours.index.equals(theirs.index):
+                raise GclError(f"split {split}: {label} and {base_label} were evaluated on different queries")
+            seed_ratios = []
+            for k in range(max(len(results), len(base))):
+                a = results[min(k, len(results) - 1)].metric(split, measure)
+                b = base[min(k, len(base) - 1)].metric(split, measure)
+                seed_ratios.append(a / b if b > 0 else math.inf)
+            cells.append(Cell(split, measure, float(np.mean([r.metric(split, measure) for r in results])),
+                              float(np.mean([r.metric(split, measure) for r in base])), seed_ratios,
+                              p=paired_test(ours.to_numpy(), theirs.to_numpy(), test)))
+    for cell, adjusted in zip(cells, holm([c.p for c in cells])):
+        cell.p_holm = float(adjusted)
+    comparison = ComparisonResult(label, base_label, cells)
+    if check_targets:
+        comparison.targets = check_gcl_targets(comparison)
+    return comparison
+
+
+def check_gcl_targets(comparison: ComparisonResult) -> list[dict]:
+    """The issue-7 targets, each {"target", "value", "met"}; a ratio target also needs significance."""
+    targets = []
+
+    def add(text: str, cell: Cell, minimum: float) -> None:
+        met = cell.ratio >= minimum and cell.significant and cell.run_mean > cell.baseline_mean
+        targets.append({"target": text, "value": f"{_ratio(cell.ratio)} (p_holm {_p(cell.p_holm)})", "met": met})
+
+    splits = {c.split for c in comparison.cells}
+    if "in_domain" in splits:
+        add("in_domain ERR >= 2x", comparison.cell("in_domain", "ERR"), 2.0)
+    for split in ("novel_corpus", "zero_shot"):
+        if split in splits:
+            add(f"{split} ERR >= 1.3x", comparison.cell(split, "ERR"), 1.3)
+    for split in [s for s in SPLITS if s in splits]:
+        add(f"{split} nDCG@10 higher", comparison.cell(split, "nDCG@10"), 1.0 + 1e-12)
+    return targets
+
+
+# ------------------------------------------------------------------------------------------ markdown
+
+
+def _ratio(value: float) -> str:
+    return f"{value:.2f}x" if math.isfinite(value) else "inf"
+
+
+def _p(value: float) -> str:
+    if not math.isfinite(value):
+        return "-"
+    return f"{value:.1e}" if value < 0.001 else f"{value:.3f}"
+
+
+def _mean_std(stat: dict) -> str:
+    return f"{stat['mean']:.3f}" if stat["std"] is None else f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+
+
+def summary_markdown(table: dict, measures=MEASURES) -> str:
+    """One row per run label; a column per split with the measures as 'mean ± std' (over seeds)."""
+    splits = [s for s in SPLITS if any(s in entry for entry in table.values())]
+    head = "| run | seeds | " + " | ".join(f"{s} {m}" for s in splits for m in measures) + " |"
+    lines = [head, "|" + "---|" * (2 + len(splits) * len(measures))]
+    for label, entry in table.items():
+        cells = [_mean_std(entry[s][m]) if s in entry else "-" for s in splits for m in measures]
+        lines.append(f"| {label} | {entry['seeds']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _short(stat: dict) -> str:
+    mean = f"{stat['mean']:.3f}".lstrip("0")
+    return mean if stat["std"] is None else f"{mean} ± {stat['std']:.3f}".replace("± 0.", "± .")
+
+
+def compact_markdown(table: dict, measures=("nDCG@10", "ERR")) -> str:
+    """The paper's layout: a column per split, each cell 'nDCG@10 / ERR' as mean ± std over seeds."""
+    splits = [s for s in SPLITS if any(s in entry for entry in table.values())]
+    lines = [f"| run | seeds | " + " | ".join(splits) + " |", "|---|---|" + "---|" * len(splits),
+             f"| | | " + " | ".join(" / ".join(measures) for _ in splits) + " |"]
+    for label, entry in table.items():
+        cells = [" / ".join(_short(entry[s][m]) for m in measures) if s in entry else "-" for s in splits]
+        lines.append(f"| {label} | {entry['seeds']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def comparison_markdown(comparison: ComparisonResult, measures=MEASURES) -> str:
+    """Ratio of means (run / baseline), per-seed ratios and Holm-corrected p per cell; * = significant."""
+    splits = [s for s in SPLITS if any(c.split == s for c in comparison.cells)]
+    lines = [f"**{comparison.run}** vs **{comparison.baseline}** (ratio of means; per seed; Holm p; * p_holm <= {ALPHA})",
+             "", "| split | " + " | ".join(measures) + " |", "|---|" + "---|" * len(measures)]
+    for split in splits:
+        cells = []
+        for measure in measures:
+            c = comparison.cell(split, measure)
+            star = "*" if c.significant else ""
+            seeds = "/".join(f"{r:.2f}" for r in c.seed_ratios)
+            cells.append(f"{_ratio(c.ratio)}{star} ({seeds}; p {_p(c.p_holm)})")
+        lines.append(f"| {split} | " + " | ".join(cells) + " |")
+    if comparison.targets:
+        lines += ["", "| target | value | met |", "|---|---|---|"]
+        lines += [f"| {t['target']} | {t['value']} | {'yes' if t['met'] else 'no'} |" for t in comparison.targets]
+    return "\n".join(lines)

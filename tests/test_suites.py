@@ -1,0 +1,254 @@
+"""Suites: definitions (packaged and user files, one-line errors), expansion over seeds, the statistics of
+the report against scipy, and a small suite run end to end (run folders, summary, reuse on a rerun)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as scipy_stats
+
+from gcl_eval.errors import GclError
+from gcl_eval.results import RunResult
+from gcl_eval.suite_report import check_gcl_targets, compare, summary, summary_markdown
+from gcl_eval.suites import expand, load_suite, suite_names
+from gcl_eval.cli import main
+
+PACKAGED = ["paper-batch-mini", "paper-control-mini", "paper-fields-mini", "paper-stw-mini", "paper-table1-mini",
+            "paper-world2-mini"]
+PROTOCOL = {"top_k": 1000, "queries_per_split": 2000, "seed": 0}
+
+
+class Result:
+    def __init__(self, returncode: int, stdout: str, stderr: str):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def run_cli(capsys, *args) -> Result:
+    """`gcl-eval ARGS` in this process, through the console entry point (exit codes, one-line errors)."""
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return Result(code, out, err)
+
+
+def test_packaged_suites_load_and_list(capsys):
+    assert suite_names() == PACKAGED
+    for name in PACKAGED:
+        suite = load_suite(name)
+        assert suite.runs and all(c.run in {r.label for r in suite.runs} for c in suite.comparisons)
+    table1 = load_suite("paper-table1-mini")
+    assert [r.label for r in table1.runs] == ["bm25", "minilm-zs", "minilm-ce", "minilm-gcl", "tiny-clip", "tiny-gcl",
+                                              "tiny-clip-multi", "tiny-gcl-multi"]
+    assert {(c.run, c.baseline) for c in table1.comparisons if c.targets} == {
+        ("tiny-gcl", "tiny-clip"), ("tiny-gcl-multi", "tiny-clip-multi")}
+    # GCL and its baseline get the same budget: only the weighting differs
+    ce, gcl = table1.run("minilm-ce").preset, table1.run("minilm-gcl").preset
+    assert {k: v for k, v in ce.train.items() if k != "stw"} == {k: v for k, v in gcl.train.items() if k != "stw"}
+    assert ce.train["max_steps"] == 100 and ce.eval_precision == "bf16"
+    fields = load_suite("paper-fields-mini")
+    assert fields.run("image-1.0").preset.cold_start_fields is None
+    assert fields.run("image-0.5-cold-0.0").preset.cold_start_fields.as_dict() == {"title": 1.0}
+    assert load_suite("paper-control-mini").world == "control" and load_suite("paper-world2-mini").world == "second"
+
+    out = run_cli(capsys, "suite", "--list")
+    assert out.returncode == 0 and all(name in out.stdout for name in PACKAGED)
+
+
+def test_expand_repeats_trained_runs_per_seed_only():
+    specs = expand(load_suite("paper-table1-mini"), 3, PROTOCOL)
+    assert len(specs) == 2 + 6 * 3
+    assert [s.folder for s in specs[:3]] == ["bm25", "minilm-zs", "minilm-ce/seed-0"]
+    assert [s.seed for s in specs if s.label == "tiny-gcl"] == [0, 1, 2]
+    assert len({s.key for s in specs}) == len(specs)
+    again = expand(load_suite("paper-table1-mini"), 3, PROTOCOL)
+    assert [s.key for s in again] == [s.key for s in specs]  # stable: what lets a rerun reuse folders
+    other = expand(load_suite("paper-table1-mini"), 3, {**PROTOCOL, "queries_per_split": 100})
+    assert not {s.key for s in other} & {s.key for s in specs}
+    with pytest.raises(GclError, match="at least 1"):
+        expand(load_suite("paper-table1-mini"), 0, PROTOCOL)
+
+
+def test_dry_run_lists_the_runs(tmp_path, capsys):
+    out = run_cli(capsys, "suite", "paper-stw-mini", "--seeds", "2", "--dry-run", "--out", str(tmp_path / "s"))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 10 and lines[0].startswith("[1/10] stw-constant seed 0") and "(to run)" in lines[0]
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("body,needle", [
+    ('runs = []', "at least one [[runs]]"),
+    ('[[runs]]\npreset = "nope"', "unknown preset 'nope'"),
+    ('[[runs]]\npreset = "bm25"\n[[runs]]\npreset = "bm25"', "two runs are labelled 'bm25'"),
+    ('[[runs]]\npreset = "bm25"\ntrain = { epochs = 2 }', "does not train"),
+    ('[[runs]]\npreset = "tiny-gcl"\ntrain = { max_stepz = 2 }', "unknown training option(s): max_stepz"),
+    ('[[runs]]\npreset = "tiny-gcl"\ntrain = { max_steps = 0 }', "max_steps must be a positive integer"),
+    ('[[runs]]\npreset = "tiny-gcl"\neval = { precision = "fp8" }', "eval.precision 'fp8'"),
+    ('world = "mars"\n[[runs]]\npreset = "bm25"', "world 'mars'"),
+    ('colour = 1\n[[runs]]\npreset = "bm25"', "unknown key(s) colour"),
+    ('[[runs]]\npreset = "bm25"\n[[comparisons]]\nrun = "bm25"\nbaseline = "x"', "baseline 'x' is not a run label"),
+    ('[[runs]]\nlabel = "a b"\npreset = "bm25"', "label 'a b'"),
+    ('[[runs', "not valid TOML"),
+])
+def test_bad_suite_files_are_one_line_errors_with_exit_2(tmp_path, body, needle, capsys):
+    path = tmp_path / "bad.toml"
+    path.write_text(body + "\n")
+    out = run_cli(capsys, "suite", str(path), "--dry-run")
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert needle in out.stderr and len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+
+
+def test_unknown_suite_and_missing_data_exit_2(tmp_path, capsys):
+    out = run_cli(capsys, "suite", "paper-nothing")
+    assert out.returncode == 2 and "unknown suite 'paper-nothing'" in out.stderr and "paper-table1-mini" in out.stderr
+    out = run_cli(capsys, "suite", "paper-stw-mini", "--data", str(tmp_path / "missing"))
+    assert out.returncode == 2 and "no such dataset folder" in out.stderr
+    out = run_cli(capsys, "suite")
+    assert out.returncode == 2 and "give a suite name" in out.stderr
+
+
+# ------------------------------------------------------------------------------------------ statistics
+
+
+def fake_run(scores: dict[str, np.ndarray], seed: int) -> RunResult:
+    """A RunResult with the given per-query ERR / nDCG@10 / RBP scores per split (qids q0..)."""
+    rows, splits = [], {}
+    for split, values in scores.items():
+        frame = pd.DataFrame({"split": split, "qid": [f"q{i}" for i in range(len(values))], "nDCG@10": values,
+                              "ERR": values ** 2, "RBP(p=0.9)": values / 2})
+        rows.append(frame)
+        splits[split] = {"n_queries": len(values), "corpus_size": 10,
+                         "metrics": {m: float(frame[m].mean()) for m in ("nDCG@10", "ERR", "RBP(p=0.9)")}}
+    return RunResult(model={"seed": seed}, dataset={}, protocol={}, splits=splits, per_query=pd.concat(rows))
+
+
+def test_compare_matches_scipy_on_seed_averaged_queries_with_holm():
+    rng = np.random.default_rng(0)
+    splits = ("in_domain", "novel_query", "novel_corpus", "zero_shot")
+    lift = {"in_domain": 0.2, "novel_query": 0.05, "novel_corpus": 0.0, "zero_shot": 0.1}
+    base = [fake_run({s: rng.uniform(0.1, 0.5, 40) for s in splits}, k) for k in range(3)]
+    ours = [fake_run({s: np.clip(base[k].per_query.query("split == @s")["nDCG@10"].to_numpy() + lift[s]
+                                 + rng.normal(0, 0.05, 40), 0, 1) for s in splits}, k) for k in range(3)]
+    result = compare("gcl", ours, "clip", base)
+    assert len(result.cells) == 12
+    raw = []
+    for cell in result.cells:
+        def seed_mean(runs):
+            return np.mean([r.per_query.query("split == @cell.split")[cell.measure].to_numpy() for r in runs], axis=0)
+
+        expected = scipy_stats.ttest_rel(seed_mean(ours), seed_mean(base)).pvalue
+        assert math.isclose(cell.p, expected, rel_tol=1e-9, abs_tol=1e-15)
+        raw.append(expected)
+        per_seed = [ours[k].metric(cell.split, cell.measure) / base[k].metric(cell.split, cell.measure) for k in range(3)]
+        assert np.allclose(cell.seed_ratios, per_seed)
+        assert math.isclose(cell.ratio, np.mean([r.metric(cell.split, cell.measure) for r in ours])
+                            / np.mean([r.metric(cell.split, cell.measure) for r in base]))
+    # Holm by hand: sorted p times (m - rank), running maximum, capped at 1
+    order = np.argsort(raw)
+    holm_expected = np.empty(12)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, raw[i] * (12 - rank)))
+        holm_expected[i] = running
+    assert np.allclose([c.p_holm for c in result.cells], holm_expected)
+    assert result.cell("in_domain", "nDCG@10").significant and not result.cell("novel_corpus", "nDCG@10").significant
+
+
+def test_targets_need_the_ratio_and_significance():
+    rng = np.random.default_rng(1)
+    splits = ("in_domain", "novel_query", "novel_corpus", "zero_shot")
+    base = [fake_run({s: rng.uniform(0.2, 0.4, 60) for s in splits}, k) for k in range(3)]
+    strong = [fake_run({s: np.minimum(base[k].per_query.query("split == @s")["nDCG@10"].to_numpy() * 1.6, 1)
+                        for s in splits}, k) for k in range(3)]
+    targets = check_gcl_targets(compare("gcl", strong, "clip", base))
+    assert [t["target"] for t in targets][:3] == ["in_domain ERR >= 2x", "novel_corpus ERR >= 1.3x",
+                                                 "zero_shot ERR >= 1.3x"]
+    # ERR = nDCG^2 in the fake runs: 1.6^2 = 2.56x, every nDCG@10 1.6x, all significant
+    assert all(t["met"] for t in targets)
+    weak = [fake_run({s: base[k].per_query.query("split == @s")["nDCG@10"].to_numpy() * 1.2 for s in splits}, k)
+            for k in range(3)]
+    met = {t["target"]: t["met"] for t in check_gcl_targets(compare("gcl", weak, "clip", base))}
+    assert not met["in_domain ERR >= 2x"] and met["novel_corpus ERR >= 1.3x"] and met["zero_shot nDCG@10 higher"]
+
+
+def test_summary_is_mean_and_sample_std_over_seeds():
+    runs = [fake_run({"in_domain": np.full(5, v)}, k) for k, v in enumerate((0.1, 0.2, 0.6))]
+    table = summary({"m": runs, "one": runs[:1]})
+    stat = table["m"]["in_domain"]["nDCG@10"]
+    assert math.isclose(stat["mean"], 0.3) and math.isclose(stat["std"], np.std([0.1, 0.2, 0.6], ddof=1))
+    assert table["one"]["in_domain"]["nDCG@10"]["std"] is None
+    text = summary_markdown(table)
+    assert "| m | 3 | 0.300 ± 0.265 |" in text and "| one | 1 | 0.100 |" in text
+
+
+def test_runs_on_different_queries_are_refused():
+    a = fake_run({"in_domain": np.full(5, 0.3)}, 0)
+    b = fake_run({"in_domain": np.full(6, 0.3)}, 0)
+    with pytest.raises(GclError, match="different queries"):
+        compare("a", [a], "b", [b])
+
+
+# ------------------------------------------------------------------------------------------ end to end
+
+
+@pytest.mark.slow
+def test_a_small_suite_runs_end_to_end_and_a_rerun_reuses_it(tmp_path, capsys):
+    from train_helpers import make_dataset
+
+    data = make_dataset(tmp_path / "data", queries=20, docs_per_query=20)
+    definition = tmp_path / "small.toml"
+    definition.write_text("""
+description = "two tiny models and BM25"
+[[runs]]
+preset = "bm25"
+[[runs]]
+label = "clip"
+preset = "tiny-clip"
+train = { max_steps = 3, batch_size = 16 }
+[[runs]]
+label = "gcl"
+preset = "tiny-gcl"
+train = { max_steps = 3, batch_size = 16 }
+[[comparisons]]
+run = "gcl"
+baseline = "clip"
+targets = true
+""")
+    out = tmp_path / "out"
+    args = ("suite", str(definition), "--seeds", "2", "--data", str(data), "--out", str(out), "--queries", "10",
+            "--workers", "0")
+    first = run_cli(capsys, *args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    folders = sorted(p.parent.relative_to(out).as_posix() for p in out.rglob("result.json"))
+    assert folders == ["bm25", "clip/seed-0", "clip/seed-1", "gcl/seed-0", "gcl/seed-1"]
+    assert not list(out.rglob("*.trec"))  # no TREC files unless --trec
+    report = json.loads((out / "suite.json").read_text())
+    assert [r["reused"] for r in report["runs"]] == [False] * 5
+    assert report["summary"]["gcl"]["seeds"] == 2 and len(report["comparisons"][0]["targets"]) == 7
+    model = json.loads((out / "gcl/seed-1/result.json").read_text())["model"]
+    assert model["label"] == "gcl" and model["seed"] == 1 and model["train"]["config"]["seed"] == 1
+    assert model["train"]["config"]["max_steps"] == 3
+    summary_text = (out / "summary.md").read_text()
+    assert "**gcl** vs **clip**" in summary_text and summary_text in first.stdout
+
+    second = run_cli(capsys, *args)
+    assert second.returncode == 0 and second.stderr.count("done, reused") == 5
+    again = json.loads((out / "suite.json").read_text())
+    assert again["summary"] == report["summary"] and [r["reused"] for r in again["runs"]] == [True] * 5
+
+
+def test_display_label_names_suite_runs_with_their_seed():
+    from gcl_eval.results import display_label
+
+    assert display_label({"preset": "tiny-gcl", "label": "stw-linear", "seed": 2}) == "stw-linear seed 2"
+    assert display_label({"preset": "bm25", "label": "bm25", "seed": None}) == "bm25"
+    assert display_label({"preset": "tiny-gcl", "seed": 3}) == "tiny-gcl"  # seed shown for suite runs only
+    assert display_label({}) is None and display_label("x") is None
