@@ -63,7 +63,7 @@ def suite(name, seeds, out, list_only, dry_run, data, trec, queries, device, wor
     out = Path(out) if out else Path("suites") / definition.name
     if dry_run:
         for i, spec in enumerate(specs, 1):
-            state = "done" if _finished(out / spec.folder, spec.key) else "to run"
+            state = "done" if _finished(out / spec.folder, spec.key) is not None else "to run"
             click.echo(f"[{i}/{len(specs)}] {spec.title:28s} preset {spec.preset.name:16s} -> {out / spec.folder} ({state})")
         return
     run_suite(definition, specs, out, protocol=protocol, seeds=seeds, trec=trec, device=device, workers=workers)
@@ -74,17 +74,17 @@ def _protocol_key(protocol) -> dict:
     return {"top_k": protocol.top_k, "queries_per_split": protocol.queries_per_split, "seed": protocol.seed}
 
 
-def _finished(folder: Path, key: str) -> bool:
-    """True when ``folder`` holds a valid run folder of this exact suite run."""
+def _finished(folder: Path, key: str):
+    """The run in ``folder`` when it is a valid run folder of this exact suite run, else None."""
     from gcl_eval.results import load_run
 
     if not (folder / "result.json").is_file():
-        return False
+        return None
     try:
         run = load_run(folder)
     except GclError:
-        return False
-    return isinstance(run.model, dict) and run.model.get("suite_key") == key
+        return None
+    return run if isinstance(run.model, dict) and run.model.get("suite_key") == key else None
 
 
 def run_suite(definition, specs, out: Path, *, protocol, seeds: int, trec: bool = False, device=None,
@@ -99,7 +99,8 @@ def run_suite(definition, specs, out: Path, *, protocol, seeds: int, trec: bool 
     for i, spec in enumerate(specs, 1):
         folder = out / spec.folder
         t0 = time.perf_counter()
-        reused = _finished(folder, spec.key)
+        result = _finished(folder, spec.key)
+        reused = result is not None
         where = f"world {spec.world}" if spec.data is None else spec.data
         click.echo(f"[{i}/{len(specs)}] {spec.title} ({spec.preset.name}, {where})"
                    f"{': done, reused' if reused else ''}", err=True)
@@ -111,7 +112,7 @@ def run_suite(definition, specs, out: Path, *, protocol, seeds: int, trec: bool 
                                   data=Path(spec.data) if spec.data else None,
                                   protocol=protocol, device=device, workers=workers, train_overrides=overrides,
                                   extra_info=extra, write_trec=trec))
-        result = load_run(folder)
+            result = load_run(folder)
         results.setdefault(spec.label, []).append(result)
         records.append({"label": spec.label, "seed": spec.seed, "preset": spec.preset.name, "folder": spec.folder,
                         "reused": reused, "wall_s": round(time.perf_counter() - t0, 1),
@@ -122,6 +123,7 @@ def run_suite(definition, specs, out: Path, *, protocol, seeds: int, trec: bool 
 
 
 def write_report(definition, results: dict, records: list[dict], out: Path, *, seeds: int, wall_s: float) -> dict:
+    from gcl_eval.atomic import atomic_write_text
     from gcl_eval.suite_report import compact_markdown, compare, comparison_markdown, summary, summary_markdown
 
     table = summary(results)
@@ -145,14 +147,6 @@ def write_report(definition, results: dict, records: list[dict], out: Path, *, s
               "world": definition.world, "seeds": seeds, "definition": str(definition.path.name),
               "runs": records, "summary": table, "comparisons": [c.to_json() for c in comparisons],
               "wall_s": wall_s, "runs_total_s": round(runs_s, 1)}
-    _write_text(out / "summary.md", "\n".join(lines))
-    _write_text(out / "suite.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out / "summary.md", "\n".join(lines))
+    atomic_write_text(out / "suite.json", json.dumps(report, indent=2) + "\n")
     return report
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Whole file or nothing: write a sibling temp file, then rename over."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
