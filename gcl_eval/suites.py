@@ -5,7 +5,7 @@ a list of runs and the comparisons to report:
 
     description = "..."
     paper = "Table 1"              # what it reproduces (free text)
-    world = "default"              # a built-in synthetic world (gcl_eval.commands.pipeline.WORLDS)
+    world = "default"              # a built-in synthetic world (gcl_eval.data.synth.world.BUILTIN_WORLDS)
 
     [[runs]]
     label = "minilm-ce"            # unique in the suite; the run folder's name
@@ -113,7 +113,7 @@ def load_suite(name_or_path: str | Path) -> Suite:
 
 
 def _parse(name: str, data: dict, path: Path) -> Suite:
-    from gcl_eval.commands.pipeline import WORLDS
+    from gcl_eval.data.synth.world import BUILTIN_WORLDS as WORLDS
 
     where = f"suite {path}"
     unknown = sorted(set(data) - TOP_KEYS)

@@ -372,7 +372,8 @@ def _train(config: TrainConfig, data, out: Path, resume: bool, device, started: 
             "model": model_info,
             "data": {"path": data_source, "name": dataset.name, "fingerprint": fingerprint, "split": "in_domain",
                      "pairs": len(pairs), "steps_per_epoch": steps_per_epoch},
-            "environment": {**_environment(device, world), "data_workers": config.data_workers()},
+            "environment": {**_environment(device, world), "data_workers": config.data_workers(),
+                            "data_path": "prepared" if isinstance(loader, PreparedBatches) else "streaming"},
         }
         result.wall_s = time.perf_counter() - started
         info["result"] = result.to_dict()

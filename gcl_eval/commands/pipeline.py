@@ -33,20 +33,10 @@ class RunOptions:
     workers: int | None = None
     train_overrides: tuple[tuple[str, object], ...] = ()  # TrainConfig fields, e.g. (("epochs", 1),)
     checkpoints: Path | None = None  # None: the gcl-eval cache's checkpoints folder
-    world: str = "default"  # the built-in world used when data is None (see WORLDS)
+    world: str = "default"  # the built-in world used when data is None (gcl_eval.data.synth.world.BUILTIN_WORLDS)
     preset: Preset | None = None  # an already-loaded (e.g. suite-modified) preset instead of `model`
     extra_info: tuple[tuple[str, object], ...] = ()  # added to the run's "model" record (suite label, seed)
     write_trec: bool = True  # the TREC run files (~40 MB per 1,000 queries x 1,000 results)
-
-
-# The built-in synthetic worlds (SynthConfig options). "default" is what `gcl-eval run` uses; "control"
-# hides the quality cues (a bi-encoder cannot see why a product ranks high, so rank weighting should not
-# help on new products); "second" is another draw of another size, to show results are not tuned to one.
-WORLDS: dict[str, dict] = {
-    "default": {},
-    "control": {"quality_visible": False},
-    "second": {"seed": 1, "queries": 1600},
-}
 
 
 def builtin_dataset(world: str = "default") -> Path:
@@ -54,11 +44,11 @@ def builtin_dataset(world: str = "default") -> Path:
     its options)."""
     from gcl_eval.data.synth import SynthConfig
     from gcl_eval.data.synth.build import write_synthetic
-    from gcl_eval.data.synth.world import GENERATOR_VERSION
+    from gcl_eval.data.synth.world import BUILTIN_WORLDS, GENERATOR_VERSION
 
-    if world not in WORLDS:
-        raise GclError(f"unknown built-in world {world!r}; known: {', '.join(WORLDS)}")
-    config = SynthConfig(**WORLDS[world])
+    if world not in BUILTIN_WORLDS:
+        raise GclError(f"unknown built-in world {world!r}; known: {', '.join(BUILTIN_WORLDS)}")
+    config = SynthConfig(**BUILTIN_WORLDS[world])
     key = hashlib.sha256(json.dumps({"v": GENERATOR_VERSION, **config.to_dict()}, sort_keys=True).encode()).hexdigest()
     folder = cache_dir("datasets") / f"synth-{world}-{key[:12]}"
     if not (folder / "synth.json").is_file():

@@ -72,6 +72,16 @@ class SynthConfig:
         return d
 
 
+# The built-in worlds (SynthConfig options), by name. "default" is what `gcl-eval run` uses; "control"
+# hides the quality cues (a bi-encoder cannot see why a product ranks high, so rank weighting should not
+# help on new products); "second" is another draw of another size, to show results are not tuned to one.
+BUILTIN_WORLDS: dict[str, dict] = {
+    "default": {},
+    "control": {"quality_visible": False},
+    "second": {"seed": 1, "queries": 1600},
+}
+
+
 @dataclass
 class World:
     """Products (attributes, hidden quality, visible cues, title) and queries with ranked lists."""
