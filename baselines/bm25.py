@@ -63,9 +63,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from gcl_eval.console import status, track
+from gcl_eval.util.console import status, track
 from gcl_eval.data.dataset import Documents
-from gcl_eval.errors import GclError
+from gcl_eval.util.errors import GclError
 
 BACKENDS = ("bm25s", "rank_bm25")
 METHODS = ("okapi", "bm25+")

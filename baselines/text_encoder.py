@@ -13,9 +13,9 @@ import json
 import numpy as np
 import torch
 
-from gcl_eval.console import track
+from gcl_eval.util.console import track
 from gcl_eval.data.dataset import Documents
-from gcl_eval.errors import GclError
+from gcl_eval.util.errors import GclError
 
 
 EVAL_PRECISIONS = ("fp32", "bf16")  # bf16: the transformer under autocast (CPU or GPU), pooling in fp32
@@ -81,6 +81,6 @@ class TextModelEncoder:
 
 def text_model_sha256(encoder) -> str:
     """Hash of a text model's parameters (zero-shot models have no checkpoint file to hash)."""
-    from gcl_eval.modeling import state_sha256
+    from gcl_eval.retrieval.models import state_sha256
 
     return state_sha256(encoder)

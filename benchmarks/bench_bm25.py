@@ -28,7 +28,7 @@ from baselines.bm25 import BACKENDS, BM25Retriever, tokenize
 from gcl_eval.data.io import read_dataset
 from gcl_eval.data.synth import SynthConfig
 from gcl_eval.data.synth.build import write_synthetic
-from gcl_eval.protocol import EvalProtocol, evaluate_dataset
+from gcl_eval.protocol.evaluate import EvalProtocol, evaluate_dataset
 
 RESULTS = Path(__file__).parent / "results" / "bm25.md"
 MEASURES = ("nDCG@10", "ERR", "RBP(p=0.9)")

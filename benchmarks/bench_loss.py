@@ -28,7 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gcl_eval.torchvision_guard import ensure_torchvision  # noqa: E402
+from gcl_eval.util.torchvision_guard import ensure_torchvision  # noqa: E402
 
 ensure_torchvision()
 import open_clip  # noqa: E402

@@ -1,4 +1,4 @@
-"""Metric benchmark (issue 3): gcl_eval.metrics against pytrec_eval and a per-query Python loop.
+"""Metric benchmark (issue 3): gcl_eval.measures.metrics against pytrec_eval and a per-query Python loop.
 
 Workload: 20,000 queries x 1,000 retrieved documents; qrels of 100 graded documents per query (grades
 100..1, as Marqo-GS positions 1..100 give); about 30 of them retrieved per query at random ranks, the rest
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gcl_eval.metrics import evaluate, evaluate_arrays
+from gcl_eval.measures.metrics import evaluate, evaluate_arrays
 
 MEASURES = ["nDCG@10", "ERR", "RBP(p=0.9)", "MAP@1000", "MRR@1000"]
 TARGETS = {"arrays_vs_pytrec": 20.0, "dicts_vs_pytrec": 2.0, "arrays_vs_loop": 100.0}

@@ -1,4 +1,4 @@
-"""Search benchmark (issue 3): gcl_eval.retrieval.search against the raw library calls.
+"""Search benchmark (issue 3): gcl_eval.retrieval.topk.search against the raw library calls.
 
 Workload: random unit vectors (float32, seeded, generated in chunks), top-k by inner product.
 - full shape: 2,000 queries x 1,000,000 documents x 512 dims, k = 1,000 (the issue's target shape);
@@ -116,7 +116,7 @@ def run_variant(name, queries, corpus, k, setup):
         return ids, scores
     if name == "torch-raw":
         return torch_raw(queries, corpus, k)
-    from gcl_eval.retrieval import search
+    from gcl_eval.retrieval.topk import search
 
     backend = {"ours-auto": "auto", "ours-faiss": "faiss", "ours-torch": "torch"}[name]
     return search(queries, corpus, k, backend=backend)
@@ -135,7 +135,7 @@ def worker(args) -> None:
     import faiss  # noqa: F401  (imports outside the measurement)
     import torch  # noqa: F401
 
-    import gcl_eval.retrieval  # noqa: F401
+    import gcl_eval.retrieval.topk  # noqa: F401
 
     timings = {}
 
@@ -164,7 +164,7 @@ def worker(args) -> None:
 
 def sweep_worker(args) -> None:
     """In one process, interleaved: ours with each backend over SWEEP shapes; median wall seconds."""
-    from gcl_eval.retrieval import search
+    from gcl_eval.retrieval.topk import search
 
     data = Path(args.data)
     corpus = load(data / "corpus.npy", args.docs)
@@ -315,7 +315,7 @@ def machine() -> str:
 
 
 def report(args, small, sections, sweep, load_before, load_after, total_s) -> str:
-    from gcl_eval.retrieval import choose_backend
+    from gcl_eval.retrieval.topk import choose_backend
 
     lines = ["## Exact top-k search", ""]
     lines.append(f"`python benchmarks/bench_search.py`, {time.strftime('%Y-%m-%d')}. Machine: {machine()}. "
@@ -328,7 +328,7 @@ def report(args, small, sections, sweep, load_before, load_after, total_s) -> st
                  "measures the neighbours. Peak = process high-water RSS during the call (inputs included); "
                  "extra = peak - RSS with the inputs loaded. faiss raw = `IndexFlatIP.add` (untimed; it copies "
                  "the corpus) + `.search`; torch raw = `torch.topk(q @ C.T, k)` per block of 128 queries; "
-                 "ours = `gcl_eval.retrieval.search` (ours-auto: backend \"auto\"; ours-torch: backend "
+                 "ours = `gcl_eval.retrieval.topk.search` (ours-auto: backend \"auto\"; ours-torch: backend "
                  "\"torch\").")
     shapes = {"full": (args.queries, args.docs, args.full_rounds), "small": (small[0], small[1], args.small_rounds)}
     for key, (records, outputs) in sections.items():

@@ -60,7 +60,7 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: GclError and bad options exit 2 with one line, no traceback."""
-    from gcl_eval.errors import GclError
+    from gcl_eval.util.errors import GclError
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:

@@ -22,11 +22,12 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 
-from gcl_eval import __version__, stats
-from gcl_eval.atomic import atomic_folder
+from gcl_eval import __version__
+from gcl_eval.measures import stats
+from gcl_eval.util.atomic import atomic_folder
 from gcl_eval.data.dataset import SPLITS
-from gcl_eval.errors import GclError
-from gcl_eval.results import RunResult, display_label, load_run
+from gcl_eval.util.errors import GclError
+from gcl_eval.protocol.results import RunResult, display_label, load_run
 from leaderboard.svg import Series, line_plot
 
 HERE = Path(__file__).resolve().parent

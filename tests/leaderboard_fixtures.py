@@ -15,8 +15,8 @@ import pandas as pd
 
 from gcl_eval.data.synth import SynthConfig
 from gcl_eval.data.synth.build import build_synthetic
-from gcl_eval.protocol import EvalProtocol, evaluate_dataset
-from gcl_eval.results import save_run
+from gcl_eval.protocol.evaluate import EvalProtocol, evaluate_dataset
+from gcl_eval.protocol.results import save_run
 from trainers.weights import score_to_weight
 
 XSS_PRESET = "<script>alert(1)</script>"

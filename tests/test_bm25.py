@@ -11,9 +11,9 @@ from gcl_eval.data.dataset import Documents, make_documents
 from gcl_eval.data.io import read_dataset
 from gcl_eval.data.synth import SynthConfig
 from gcl_eval.data.synth.build import write_synthetic
-from gcl_eval.errors import GclError
-from gcl_eval.protocol import EvalProtocol, evaluate_dataset
-from gcl_eval.results import load_run, save_run
+from gcl_eval.util.errors import GclError
+from gcl_eval.protocol.evaluate import EvalProtocol, evaluate_dataset
+from gcl_eval.protocol.results import load_run, save_run
 
 
 def corpus(titles) -> Documents:

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from gcl_eval.cli import cli, main
 from gcl_eval.data.dataset import SPLIT_STEMS, SPLITS
-from gcl_eval.errors import DataError
+from gcl_eval.util.errors import DataError
 from test_data_marqo import make_marqo_folder
 
 
@@ -117,7 +117,7 @@ def test_console_script_exit_codes(tmp_path):
 
 def test_read_dataset_rejects_unknown_format_and_misplaced_image_root(tmp_path):
     from gcl_eval.data.io import read_dataset
-    from gcl_eval.errors import GclError
+    from gcl_eval.util.errors import GclError
 
     root = make_marqo_folder(tmp_path / "ds")
     with pytest.raises(GclError, match="unknown dataset format 'csv'; expected one of auto, marqo, hf, beir"):

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from gcl_eval.cli import cli
-from gcl_eval.results import load_run
+from gcl_eval.protocol.results import load_run
 
 BASE = ["eval", "--arch", "tiny-clip", "--queries", "30", "--top-k", "50", "--workers", "0", "--batch-size", "64"]
 
@@ -65,7 +65,7 @@ def test_cold_start_title_only_weights(data, tmp_path):
 def test_checkpoint_file_loads_and_is_hashed(data, tmp_path):
     import torch
 
-    from gcl_eval.modeling import file_sha256, load_open_clip
+    from gcl_eval.retrieval.models import file_sha256, load_open_clip
 
     ckpt = tmp_path / "model.pt"
     torch.save(load_open_clip("tiny-clip", seed=5).model.state_dict(), ckpt)

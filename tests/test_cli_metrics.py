@@ -7,8 +7,8 @@ import json
 import pytest
 
 from gcl_eval.cli import main
-from gcl_eval.metrics import evaluate
-from gcl_eval.trec import read_qrels, read_run
+from gcl_eval.measures.metrics import evaluate
+from gcl_eval.measures.trec import read_qrels, read_run
 
 QRELS = "q1 0 a 2\nq1 0 b 1\nq2 0 c 3\nq3 0 d 1\n"
 RUN = "q1 Q0 a 1 0.9 t\nq1 Q0 x 2 0.8 t\nq1 Q0 b 3 0.7 t\nq2 Q0 y 1 0.5 t\nq2 Q0 c 2 0.4 t\n"

@@ -6,9 +6,9 @@ import pytest
 from click.testing import CliRunner
 
 from gcl_eval.cli import cli
-from gcl_eval.commands.pipeline import RunOptions, run_preset
-from gcl_eval.protocol import EvalProtocol
-from gcl_eval.results import load_run
+from gcl_eval.experiments.pipeline import RunOptions, run_preset
+from gcl_eval.protocol.evaluate import EvalProtocol
+from gcl_eval.protocol.results import load_run
 
 FAST = (("epochs", 1), ("batch_size", 32), ("num_workers", 0), ("warmup", 2))
 

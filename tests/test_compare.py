@@ -10,7 +10,7 @@ import pytest
 from run_helpers import build_runs, make_run
 
 from gcl_eval.cli import main
-from gcl_eval.compare import (
+from gcl_eval.report.compare import (
     compare_runs,
     format_csv,
     format_json,
@@ -20,9 +20,9 @@ from gcl_eval.compare import (
     latex_escape,
     rich_table,
 )
-from gcl_eval.errors import GclError
-from gcl_eval.results import load_run, save_run
-from gcl_eval.stats import holm, paired_randomization_test, paired_t_test
+from gcl_eval.util.errors import GclError
+from gcl_eval.protocol.results import load_run, save_run
+from gcl_eval.measures.stats import holm, paired_randomization_test, paired_t_test
 
 SPLITS = ["in_domain", "novel_query", "novel_corpus", "zero_shot"]
 TRIPLE = ["nDCG@10", "ERR", "RBP(p=0.9)"]

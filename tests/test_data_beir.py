@@ -10,7 +10,7 @@ import pytest
 from gcl_eval.data.beir import read_beir
 from gcl_eval.data.check import check_dataset
 from gcl_eval.data.io import read_dataset
-from gcl_eval.errors import DataError, GclError
+from gcl_eval.util.errors import DataError, GclError
 
 
 def make_beir_folder(root: Path, *, numeric_id: bool = False) -> Path:

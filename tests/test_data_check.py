@@ -8,7 +8,7 @@ import pytest
 from gcl_eval.data.check import check_dataset
 from gcl_eval.data.dataset import SPLITS, Documents, ImageStore, make_documents
 from gcl_eval.data.split import build_quadruple_split
-from gcl_eval.errors import DataError
+from gcl_eval.util.errors import DataError
 
 
 def small_dataset(tmp_path=None):

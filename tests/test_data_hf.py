@@ -14,7 +14,7 @@ from PIL import Image
 from gcl_eval.data.check import check_dataset
 from gcl_eval.data.hf import ParquetImageStore, read_hf
 from gcl_eval.data.io import read_dataset
-from gcl_eval.errors import DataError
+from gcl_eval.util.errors import DataError
 
 STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 

@@ -25,7 +25,7 @@ from gcl_eval.data.dataset import (
     query_id_from_text,
 )
 from gcl_eval.data.marqo import read_marqo, write_marqo
-from gcl_eval.errors import DataError, GclError
+from gcl_eval.util.errors import DataError, GclError
 
 AWKWARD_TITLE = 'Sofa, "Chesterfield"\nvelvet – Größe 3 ✓'
 

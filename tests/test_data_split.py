@@ -14,7 +14,7 @@ from PIL import Image
 from gcl_eval.data.check import check_dataset
 from gcl_eval.data.dataset import EVAL_QUERY_SPLITS, SPLIT_CORPUS, SPLITS, TRAIN_QUERY_SPLITS
 from gcl_eval.data.split import build_quadruple_split, read_pair_table
-from gcl_eval.errors import DataError, GclError
+from gcl_eval.util.errors import DataError, GclError
 
 
 def pair_table(n_queries=40, per_query=10, n_docs=120, seed=0) -> pd.DataFrame:

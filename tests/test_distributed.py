@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
-from trainers import distributed
+from gcl_eval.util import distributed
 from trainers.gradcache import GradCache
 from trainers.losses import GCLLoss
 

@@ -13,17 +13,17 @@ import pytest
 from PIL import Image
 
 from gcl_eval.data.dataset import BytesImageStore, Documents, ImageStore, make_documents
-from gcl_eval.embcache import (
+from gcl_eval.retrieval.embedding_cache import (
     CacheWarning,
     EmbeddingCache,
     encode_corpus,
     encode_query_texts,
     field_fingerprint,
 )
-from gcl_eval.encoders import OpenClipEncoder
-from gcl_eval.errors import GclError
-from gcl_eval.fields import FieldWeights, pool_fields
-from gcl_eval.modeling import load_open_clip
+from gcl_eval.retrieval.encoders import OpenClipEncoder
+from gcl_eval.util.errors import GclError
+from gcl_eval.retrieval.fields import FieldWeights, pool_fields
+from gcl_eval.retrieval.models import load_open_clip
 
 N_DOCS = 17
 NO_IMAGE = {3}

@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 
 from gcl_eval.data.dataset import BytesImageStore, Documents, ImageStore, make_documents
-from gcl_eval.encoders import OpenClipEncoder, field_present
-from gcl_eval.errors import GclError
-from gcl_eval.fields import FieldWeights, pool_fields
-from gcl_eval.modeling import load_open_clip
+from gcl_eval.retrieval.encoders import OpenClipEncoder, field_present
+from gcl_eval.util.errors import GclError
+from gcl_eval.retrieval.fields import FieldWeights, pool_fields
+from gcl_eval.retrieval.models import load_open_clip
 
 N_DOCS = 23  # not a multiple of any batch size used below
 NO_IMAGE = {4, 11}

@@ -8,9 +8,9 @@ import pytest
 from run_helpers import build_runs
 
 from gcl_eval.cli import main
-from gcl_eval.errors import GclError
-from gcl_eval.gate import gate
-from gcl_eval.results import load_run
+from gcl_eval.util.errors import GclError
+from gcl_eval.report.gate import gate
+from gcl_eval.protocol.results import load_run
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gcl_eval.errors import GclError
+from gcl_eval.util.errors import GclError
 from trainers.gradcache import GradCache, plain_step, split_batch
 from trainers.losses import GCLLoss
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from gcl_eval import stats
+from gcl_eval.measures import stats
 from gcl_eval.cli import main
-from gcl_eval.errors import GclError
+from gcl_eval.util.errors import GclError
 from leaderboard.build import build_site, build_tables, collect_runs
 from leaderboard.svg import Series, line_plot, nice_ticks
 from leaderboard_fixtures import XSS_PRESET, make_results

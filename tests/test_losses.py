@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gcl_eval.errors import GclError
-from gcl_eval.torchvision_guard import ensure_torchvision
+from gcl_eval.util.errors import GclError
+from gcl_eval.util.torchvision_guard import ensure_torchvision
 
 ensure_torchvision()
 import open_clip  # noqa: E402

@@ -1,4 +1,4 @@
-"""gcl_eval.metrics against pytrec_eval (nDCG, MAP, recall, P) and plain per-query reference code."""
+"""gcl_eval.measures.metrics against pytrec_eval (nDCG, MAP, recall, P) and plain per-query reference code."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from gcl_eval.errors import GclError
-from gcl_eval.metrics import (
+from gcl_eval.util.errors import GclError
+from gcl_eval.measures.metrics import (
     KNOWN_MEASURES,
     Measure,
     evaluate,

@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from gcl_eval.cli import cli
-from gcl_eval.errors import GclError
-from gcl_eval.presets import load_preset, preset_names
+from gcl_eval.util.errors import GclError
+from gcl_eval.experiments.preset import load_preset, preset_names
 
 PAPER = ["vitb32-gcl", "vitl14-gcl", "vitb32-gcl-image", "vitl14-gcl-image", "vitb16-gcl-sigmoid", "e5l-gcl",
          "robb-gcl", "vitb32-clip", "vitl14-clip", "vitb16-siglip", "e5l", "vitb32-zs", "vitl14-zs", "e5l-zs", "bm25"]
@@ -49,7 +49,7 @@ def test_each_gcl_preset_and_its_twin_differ_only_in_the_weighting(gcl, baseline
 
 
 def test_every_training_preset_builds_a_valid_train_config():
-    from gcl_eval.commands.pipeline import train_config
+    from gcl_eval.experiments.pipeline import train_config
 
     for name in preset_names():
         preset = load_preset(name)

@@ -9,10 +9,10 @@ import pytrec_eval
 
 from gcl_eval.data.synth import SynthConfig
 from gcl_eval.data.synth.build import build_synthetic
-from gcl_eval.errors import DataError, GclError
-from gcl_eval.protocol import EvalProtocol, evaluate_dataset, split_queries
-from gcl_eval.results import load_run, save_run
-from gcl_eval.trec import read_run
+from gcl_eval.util.errors import DataError, GclError
+from gcl_eval.protocol.evaluate import EvalProtocol, evaluate_dataset, split_queries
+from gcl_eval.protocol.results import load_run, save_run
+from gcl_eval.measures.trec import read_run
 
 
 class RandomRetriever:

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gcl_eval.errors import DataError
-from gcl_eval.qrels import build_qrels, grades_from_scores, sample_queries
+from gcl_eval.util.errors import DataError
+from gcl_eval.protocol.qrels import build_qrels, grades_from_scores, sample_queries
 
 
 def test_linear_scores_are_their_own_grades():

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from gcl_eval import retrieval
-from gcl_eval.errors import GclError
-from gcl_eval.retrieval import _plan_blocks, exact_search_reference, search
+from gcl_eval.retrieval import topk as retrieval
+from gcl_eval.util.errors import GclError
+from gcl_eval.retrieval.topk import _plan_blocks, exact_search_reference, search
 
 # (backend, extra keyword arguments): every path the implementation has.
 CONFIGS = [

@@ -1,4 +1,4 @@
-"""gcl_eval.stats against scipy (ttest_rel, permutation_test) and hand-computed Holm adjustments."""
+"""gcl_eval.measures.stats against scipy (ttest_rel, permutation_test) and hand-computed Holm adjustments."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from gcl_eval.stats import holm, paired_randomization_test, paired_t_test, paired_test
+from gcl_eval.measures.stats import holm, paired_randomization_test, paired_t_test, paired_test
 
 
 def _mean_diff(x, y, axis):

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from gcl_eval.errors import GclError
-from gcl_eval.results import RunResult
-from gcl_eval.suite_report import check_gcl_targets, compare, summary, summary_markdown
-from gcl_eval.suites import expand, load_suite, suite_names
+from gcl_eval.util.errors import GclError
+from gcl_eval.protocol.results import RunResult
+from gcl_eval.report.suite_summary import check_gcl_targets, compare, summary, summary_markdown
+from gcl_eval.experiments.suite import expand, load_suite, suite_names
 from gcl_eval.cli import main
 
 PACKAGED = ["paper-batch-mini", "paper-control-mini", "paper-fields-mini", "paper-stw-mini", "paper-table1-mini",
@@ -246,7 +246,7 @@ targets = true
 
 
 def test_display_label_names_suite_runs_with_their_seed():
-    from gcl_eval.results import display_label
+    from gcl_eval.protocol.results import display_label
 
     assert display_label({"preset": "tiny-gcl", "label": "stw-linear", "seed": 2}) == "stw-linear seed 2"
     assert display_label({"preset": "bm25", "label": "bm25", "seed": None}) == "bm25"

@@ -11,7 +11,7 @@ from gcl_eval.data.synth import SynthConfig, generate_world
 from gcl_eval.data.synth.diagnostics import quality_estimate
 from gcl_eval.data.synth.images import render_product
 from gcl_eval.data.synth.vocab import COLOURS
-from gcl_eval.errors import GclError
+from gcl_eval.util.errors import GclError
 
 SMALL = SynthConfig(queries=300, docs_per_query=40, seed=5)
 

@@ -4,7 +4,7 @@ import os
 
 import torch
 
-from gcl_eval.threads import budget_cpu_threads, default_workers
+from gcl_eval.util.threads import budget_cpu_threads, default_workers
 
 
 def test_torch_gets_the_cores_the_workers_leave(monkeypatch):

@@ -12,7 +12,7 @@ def _run(code: str) -> subprocess.CompletedProcess:
 
 def test_guard_makes_open_clip_and_transforms_usable():
     result = _run("""
-        from gcl_eval.torchvision_guard import ensure_torchvision
+        from gcl_eval.util.torchvision_guard import ensure_torchvision
         state = ensure_torchvision()
         assert ensure_torchvision() == state  # idempotent
         import open_clip, torch
@@ -28,7 +28,7 @@ def test_guard_makes_open_clip_and_transforms_usable():
 
 def test_guard_is_needed_exactly_when_plain_import_fails():
     plain = _run("import torchvision")
-    guarded = _run("from gcl_eval.torchvision_guard import ensure_torchvision; print(ensure_torchvision())")
+    guarded = _run("from gcl_eval.util.torchvision_guard import ensure_torchvision; print(ensure_torchvision())")
     assert guarded.returncode == 0, guarded.stderr
     if plain.returncode == 0:
         assert guarded.stdout.strip() == "native"
@@ -40,7 +40,7 @@ def test_guard_is_needed_exactly_when_plain_import_fails():
 def test_other_import_errors_propagate(monkeypatch):
     import builtins
 
-    from gcl_eval import torchvision_guard
+    from gcl_eval.util import torchvision_guard
 
     real_import = builtins.__import__
 

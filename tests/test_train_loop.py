@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from gcl_eval.data.io import read_dataset
-from gcl_eval.errors import GclError
-from gcl_eval.fields import FieldWeights, pool_fields
-from gcl_eval.metrics import evaluate_arrays
-from gcl_eval.modeling import load_open_clip, open_clip_module
-from gcl_eval.qrels import build_qrels, grades_from_scores, sample_queries
+from gcl_eval.util.errors import GclError
+from gcl_eval.retrieval.fields import FieldWeights, pool_fields
+from gcl_eval.measures.metrics import evaluate_arrays
+from gcl_eval.retrieval.models import load_open_clip, open_clip_module
+from gcl_eval.protocol.qrels import build_qrels, grades_from_scores, sample_queries
 from trainers import checkpoint as ckpt
 from trainers.config import TrainConfig
 from trainers.data import EpochBatches, RecordDataset, make_loader, training_pairs

@@ -20,9 +20,9 @@ import pytest
 import torch
 
 from gcl_eval.data.io import read_dataset
-from gcl_eval.errors import GclError
+from gcl_eval.util.errors import GclError
 from trainers import checkpoint as ckpt
-from gcl_eval.fields import FieldWeights
+from gcl_eval.retrieval.fields import FieldWeights
 from trainers.config import TrainConfig
 from trainers.loop import KILL_HOOK_ENV, train
 from train_helpers import assert_same_tensors, make_dataset

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from gcl_eval.torchvision_guard import ensure_torchvision
+from gcl_eval.util.torchvision_guard import ensure_torchvision
 
 ensure_torchvision()  # transformers imports torchvision
 pytest.importorskip("transformers", reason="the text extra is not installed: pip install 'gcl-eval[text]'")

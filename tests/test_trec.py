@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from gcl_eval.errors import GclError
-from gcl_eval.trec import read_qrels, read_run, write_qrels, write_run
+from gcl_eval.util.errors import GclError
+from gcl_eval.measures.trec import read_qrels, read_run, write_qrels, write_run
 
 
 def write(tmp_path, name: str, text: str):

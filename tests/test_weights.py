@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from gcl_eval.errors import GclError
+from gcl_eval.util.errors import GclError
 from trainers.weights import STW_NAMES, score_to_weight
 
 SCORES = list(range(1, 101))

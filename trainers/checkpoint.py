@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gcl_eval.errors import GclError
+from gcl_eval.util.errors import GclError
 
 CHECKPOINT_FILE = "checkpoint.pt"
 MODEL_FILE = "model.pt"
@@ -156,7 +156,7 @@ def check_same_run(config, recipe: dict, data_fingerprint: str | None, fingerpri
 
 def export_final(out_dir, model_state: dict, train_info: dict) -> dict:
     """Write model.pt, then train.json, then DONE; returns the DONE record (model file and sha256)."""
-    from gcl_eval.modeling import file_sha256
+    from gcl_eval.retrieval.models import file_sha256
 
     out_dir = Path(out_dir)
     model_path = out_dir / MODEL_FILE
@@ -189,7 +189,7 @@ def read_train_info(out_dir) -> dict:
 
 @dataclass
 class TrainedModel:
-    """A finished run's model, ready to encode: ``model`` is a gcl_eval.modeling.LoadedModel (open_clip)
+    """A finished run's model, ready to encode: ``model`` is a gcl_eval.retrieval.models.LoadedModel (open_clip)
     or a trainers.text_model.TextEncoder (text), in eval mode; ``info`` is its train.json."""
 
     kind: str  # "open_clip" or "text"
@@ -206,7 +206,7 @@ def load_trained(out_dir, device="cpu") -> TrainedModel:
     path = out_dir / info["model_file"]
     config = info["config"]
     if info["model"]["kind"] == "open_clip":
-        from gcl_eval.modeling import load_open_clip
+        from gcl_eval.retrieval.models import load_open_clip
 
         loaded = load_open_clip(config["arch"], str(path), device=str(device))
         loaded.model.eval()

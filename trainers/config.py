@@ -14,8 +14,8 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
-from gcl_eval.errors import GclError
-from gcl_eval.fields import DOC_FIELDS, QUERY_FIELDS, FieldWeights
+from gcl_eval.util.errors import GclError
+from gcl_eval.retrieval.fields import DOC_FIELDS, QUERY_FIELDS, FieldWeights
 from trainers.losses import LOSS_KINDS, NORMALIZERS
 from trainers.weights import STW_NAMES
 
@@ -130,7 +130,7 @@ class TrainConfig:
     def data_workers(self) -> int:
         """DataLoader worker processes: ``num_workers``, or half the CPU cores (1..8), so that the workers
         decoding images and torch's compute threads do not fight over the same cores."""
-        from gcl_eval.threads import default_workers
+        from gcl_eval.util.threads import default_workers
 
         return self.num_workers if self.num_workers is not None else default_workers()
 

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset as TorchDataset
 
 from gcl_eval.data.dataset import Dataset, ImageStore, _missing
-from gcl_eval.errors import DataError, GclError
+from gcl_eval.util.errors import DataError, GclError
 from trainers.config import TrainConfig
 from trainers.weights import score_to_weight
 
@@ -265,7 +265,7 @@ def _decode_unique(pairs: TrainingPairs, towers, workers: int):
     items = _UniqueImages(pairs, [distinct[j] for j in todo], [owners[j] for j in todo], towers.preprocess_image)
     loader = DataLoader(items, batch_size=256, num_workers=workers, collate_fn=_as_list,
                         generator=torch.Generator().manual_seed(0))  # never draw from the global RNG
-    from gcl_eval.console import track
+    from gcl_eval.util.console import track
 
     for chunk in track(loader, "decoding training images", total=len(loader)):
         for j, image, error in chunk:

@@ -25,7 +25,7 @@ batch in the same structure, e.g. ``GCLLoss`` or a lambda over :mod:`trainers.lo
 
 Under torch.distributed: do not wrap the model in DistributedDataParallel (it expects one backward per
 forward); use a loss that gathers (``GCLLoss``) and call
-:func:`trainers.distributed.all_reduce_gradients` after :meth:`GradCache.step`.
+:func:`gcl_eval.util.distributed.all_reduce_gradients` after :meth:`GradCache.step`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from gcl_eval.errors import GclError
+from gcl_eval.util.errors import GclError
 
 Encoder = Callable[[Any], "torch.Tensor | Sequence[torch.Tensor]"]
 

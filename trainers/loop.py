@@ -32,9 +32,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from gcl_eval.errors import GclError
+from gcl_eval.util.errors import GclError
 from trainers import checkpoint as ckpt
-from trainers import distributed
+from gcl_eval.util import distributed
 from trainers.config import TrainConfig
 from trainers.data import EpochBatches, PreparedBatches, make_loader, move_to, training_pairs
 from trainers.gradcache import GradCache
@@ -243,7 +243,7 @@ def _train(config: TrainConfig, data, out: Path, resume: bool, device, started: 
         from gcl_eval.data.io import read_dataset
 
         dataset, data_source = read_dataset(data), str(Path(data).resolve())
-    from gcl_eval.threads import budget_cpu_threads
+    from gcl_eval.util.threads import budget_cpu_threads
 
     budget_cpu_threads(config.data_workers(), device.type)
     pairs = training_pairs(dataset, config, source=data_source)
@@ -440,7 +440,7 @@ class _Progress:
     """A rich bar on stderr (terminals only, rank 0): steps, loss (epoch mean so far), samples/s."""
 
     def __init__(self, total: int, completed: int, enabled: bool):
-        from gcl_eval.console import progress_enabled
+        from gcl_eval.util.console import progress_enabled
 
         self.enabled = enabled and progress_enabled()
         self.total, self.completed = total, completed

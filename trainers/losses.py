@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gcl_eval.errors import GclError
-from trainers import distributed
+from gcl_eval.util.errors import GclError
+from gcl_eval.util import distributed
 
 NORMALIZERS = ("n", "sum_w")
 LOSS_KINDS = ("ce", "sigmoid")
@@ -134,11 +134,11 @@ class GCLLoss(nn.Module):
     (fields; multi-field is used when either side has a sequence or field weights were given).
 
     Under torch.distributed (world size > 1) embeddings are all-gathered with gradients and weights/masks
-    without (:mod:`trainers.distributed`). ``local_loss=False``: every rank computes the full-batch loss
+    without (:mod:`gcl_eval.util.distributed`). ``local_loss=False``: every rank computes the full-batch loss
     L (open_clip's local_loss=False, gather_with_grad=True). ``local_loss=True``: each rank computes only
     the terms of its own rows (N_local x N logits instead of N x N) and returns world_size times that
     share, so the mean over ranks is L. Either way, after the usual DDP gradient averaging (or
-    :func:`trainers.distributed.all_reduce_gradients`) every parameter's gradient is dL/dparam of the
+    :func:`gcl_eval.util.distributed.all_reduce_gradients`) every parameter's gradient is dL/dparam of the
     full gathered batch: exactly what one process computing L on the full batch gets.
     """
 

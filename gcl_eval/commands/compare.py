@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from gcl_eval.metrics import DEFAULT_MEASURES
-from gcl_eval.stats import TESTS
+from gcl_eval.measures.metrics import DEFAULT_MEASURES
+from gcl_eval.measures.stats import TESTS
 
 FORMAT_NAMES = ("table", "markdown", "csv", "json", "latex")
 
@@ -40,9 +40,9 @@ def compare(run_dirs: tuple[Path, ...], baseline: Path | None, measures: tuple[s
     per-query scores is significant after Holm's correction. Runs of another dataset (fingerprint)
     or protocol (top_k, queries per split, sampling, seed, metric profile) are refused unless --force.
     """
-    from gcl_eval.compare import FORMATS, compare_runs, rich_table, run_label, run_labels
-    from gcl_eval.errors import GclError
-    from gcl_eval.results import load_run
+    from gcl_eval.report.compare import FORMATS, compare_runs, rich_table, run_label, run_labels
+    from gcl_eval.util.errors import GclError
+    from gcl_eval.protocol.results import load_run
 
     base_key = baseline.resolve() if baseline is not None else None
     paths = list({p.resolve(): p for p in reversed(run_dirs) if p.resolve() != base_key}.values())[::-1]

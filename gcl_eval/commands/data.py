@@ -69,7 +69,7 @@ def _print_summary(summary: dict, as_json: bool, title: str) -> None:
     if as_json:
         click.echo(json.dumps(summary))
         return
-    from gcl_eval.console import print_table
+    from gcl_eval.util.console import print_table
 
     click.echo(title)
     rows = [[name, s["pairs"], s["queries"], s["docs"], s["corpus"], s["corpus_size"]]

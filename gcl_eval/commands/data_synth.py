@@ -58,7 +58,7 @@ def synth(out, queries, docs_per_query, products, seed, image_size, images, qual
 
 
 def _print_report(report: dict, out: Path) -> None:
-    from gcl_eval.console import print_table
+    from gcl_eval.util.console import print_table
 
     click.echo(f"wrote {out}")
     print_table("splits", ["split", "pairs", "queries"],

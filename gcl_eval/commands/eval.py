@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from gcl_eval.protocol import DEFAULT_MEASURES
+from gcl_eval.protocol.evaluate import DEFAULT_MEASURES
 
 
 @click.command("eval")
@@ -51,11 +51,11 @@ def eval_command(arch, checkpoint, pretrained, seed, data, images_root, out, que
     run_<split>.trec. Corpus embeddings are cached by content: a second run with the same model and
     data skips encoding. Under torchrun, encoding is split across the processes.
     """
-    from gcl_eval.console import print_result
-    from gcl_eval.evaluation import OpenClipEvalConfig, evaluate_open_clip, is_main_process, valid_splits
-    from gcl_eval.fields import FieldWeights
-    from gcl_eval.protocol import EvalProtocol
-    from gcl_eval.results import save_run
+    from gcl_eval.util.console import print_result
+    from gcl_eval.experiments.evaluate_model import OpenClipEvalConfig, evaluate_open_clip, is_main_process, valid_splits
+    from gcl_eval.retrieval.fields import FieldWeights
+    from gcl_eval.protocol.evaluate import EvalProtocol
+    from gcl_eval.protocol.results import save_run
 
     protocol = EvalProtocol(top_k=top_k, queries_per_split=queries, profile=profile,
                             measures=tuple(measures) or DEFAULT_MEASURES, ground_truth=ground_truth,

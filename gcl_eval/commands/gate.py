@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 
 from gcl_eval.commands.compare import split_list
-from gcl_eval.metrics import DEFAULT_MEASURES
-from gcl_eval.stats import TESTS
+from gcl_eval.measures.metrics import DEFAULT_MEASURES
+from gcl_eval.measures.stats import TESTS
 
 
 @click.command("gate")
@@ -35,9 +35,9 @@ def gate(baseline: Path, candidate: Path, max_drop: float, measures: tuple[str, 
     Prints a markdown summary, and appends it to $GITHUB_STEP_SUMMARY when that is set. Exit codes:
     0 pass, 1 regression, 2 bad input (missing or incomparable runs, unknown measure or split).
     """
-    from gcl_eval.errors import GclError
-    from gcl_eval.gate import gate as run_gate
-    from gcl_eval.results import load_run
+    from gcl_eval.util.errors import GclError
+    from gcl_eval.report.gate import gate as run_gate
+    from gcl_eval.protocol.results import load_run
 
     report = run_gate(load_run(baseline), load_run(candidate), max_drop=max_drop,
                       measures=split_list(measures) or DEFAULT_MEASURES, splits=split_list(splits) or None,

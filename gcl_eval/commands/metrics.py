@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from gcl_eval.metrics import (
+from gcl_eval.measures.metrics import (
     DEFAULT_MEASURES,
     KNOWN_MEASURES,
     PROFILES,
@@ -15,7 +15,7 @@ from gcl_eval.metrics import (
     evaluate_report,
     parse_measures,
 )
-from gcl_eval.trec import read_qrels, read_run
+from gcl_eval.measures.trec import read_qrels, read_run
 
 _MEASURE_HELP = (
     "A measure to compute; repeat for more (default: "

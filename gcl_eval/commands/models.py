@@ -14,8 +14,8 @@ def models(as_json):
 
     Any command that takes --model also accepts a path to your own preset .toml file.
     """
-    from gcl_eval.console import print_table
-    from gcl_eval.presets import list_presets
+    from gcl_eval.util.console import print_table
+    from gcl_eval.experiments.preset import list_presets
 
     presets = [p.summary() for p in list_presets()]
     if as_json:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from gcl_eval.presets import DEFAULT_PRESET
+from gcl_eval.experiments.preset import DEFAULT_PRESET
 
 
 @click.command("run")
@@ -34,9 +34,9 @@ def run(model, data, out, queries, top_k, seed, epochs, batch_size, max_steps, d
     A finished checkpoint for the same preset and dataset is reused, and so are cached embeddings:
     a second run only evaluates.
     """
-    from gcl_eval.commands.pipeline import RunOptions, run_preset
-    from gcl_eval.console import print_result
-    from gcl_eval.protocol import EvalProtocol
+    from gcl_eval.experiments.pipeline import RunOptions, run_preset
+    from gcl_eval.util.console import print_result
+    from gcl_eval.protocol.evaluate import EvalProtocol
 
     overrides = tuple((k, v) for k, v in (("epochs", epochs), ("batch_size", batch_size), ("max_steps", max_steps))
                       if v is not None)

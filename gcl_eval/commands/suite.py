@@ -19,7 +19,7 @@ from pathlib import Path
 
 import click
 
-from gcl_eval.errors import GclError
+from gcl_eval.util.errors import GclError
 
 
 @click.command("suite")
@@ -44,7 +44,7 @@ def suite(name, seeds, out, list_only, dry_run, data, trec, queries, device, wor
     paper-batch-mini (Table 4), and paper-control-mini / paper-world2-mini (the same GCL vs CLIP
     comparison on the hidden-quality control world and on a second world).
     """
-    from gcl_eval.suites import expand, load_suite, suite_names
+    from gcl_eval.experiments.suite import expand, load_suite, suite_names
 
     if list_only:
         for suite_name in suite_names():
@@ -53,7 +53,7 @@ def suite(name, seeds, out, list_only, dry_run, data, trec, queries, device, wor
         return
     if not name:
         raise click.UsageError("give a suite name (see `gcl-eval suite --list`) or a suite .toml file")
-    from gcl_eval.protocol import EvalProtocol
+    from gcl_eval.protocol.evaluate import EvalProtocol
 
     definition = load_suite(name)
     protocol = EvalProtocol(queries_per_split=queries)
@@ -76,7 +76,7 @@ def _protocol_key(protocol) -> dict:
 
 def _finished(folder: Path, key: str):
     """The run in ``folder`` when it is a valid run folder of this exact suite run, else None."""
-    from gcl_eval.results import load_run
+    from gcl_eval.protocol.results import load_run
 
     if not (folder / "result.json").is_file():
         return None
@@ -90,8 +90,8 @@ def _finished(folder: Path, key: str):
 def run_suite(definition, specs, out: Path, *, protocol, seeds: int, trec: bool = False, device=None,
               workers=None) -> dict:
     """Run (or reuse) every spec, then write summary.md and suite.json into ``out``; the suite.json dict."""
-    from gcl_eval.commands.pipeline import RunOptions, run_preset
-    from gcl_eval.results import load_run
+    from gcl_eval.experiments.pipeline import RunOptions, run_preset
+    from gcl_eval.protocol.results import load_run
 
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -123,8 +123,8 @@ def run_suite(definition, specs, out: Path, *, protocol, seeds: int, trec: bool 
 
 
 def write_report(definition, results: dict, records: list[dict], out: Path, *, seeds: int, wall_s: float) -> dict:
-    from gcl_eval.atomic import atomic_write_text
-    from gcl_eval.suite_report import compact_markdown, compare, comparison_markdown, summary, summary_markdown
+    from gcl_eval.util.atomic import atomic_write_text
+    from gcl_eval.report.suite_summary import compact_markdown, compare, comparison_markdown, summary, summary_markdown
 
     table = summary(results)
     comparisons = [compare(c.run, results[c.run], c.baseline, results[c.baseline], check_targets=c.targets)

@@ -15,7 +15,7 @@ _DEFAULTS = TrainConfig(arch="tiny-clip")
 
 def _parse_stw_params(values) -> tuple[tuple[str, object], ...]:
     """KEY=VALUE pairs; numbers become numbers, anything else stays a string (piecewise decay=...)."""
-    from gcl_eval.errors import GclError
+    from gcl_eval.util.errors import GclError
 
     params = []
     for item in values:
@@ -80,8 +80,8 @@ def train(data, out, resume, as_json, fields, stw_param, **options) -> None:
     Writes checkpoint.pt periodically and, when done, model.pt (loads with plain
     open_clip.create_model_and_transforms(arch, pretrained=OUT/model.pt)), train.json and DONE.
     """
-    from gcl_eval.fields import FieldWeights
-    from trainers import distributed
+    from gcl_eval.retrieval.fields import FieldWeights
+    from gcl_eval.util import distributed
     from trainers.loop import train as run_training
 
     if fields:

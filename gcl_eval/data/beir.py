@@ -24,7 +24,7 @@ import pyarrow.json as pajson
 from gcl_eval.data.dataset import SPLIT_CORPUS, SPLITS, Dataset, Documents, make_documents
 from gcl_eval.data.pairs import RowLocator, canonical_pairs, member_mask, pick_column, text_column
 from gcl_eval.data.tables import cached_table, read_csv
-from gcl_eval.errors import DataError, GclError
+from gcl_eval.util.errors import DataError, GclError
 
 
 def read_beir(root: str | Path, *, qrels: str = "test", split: str = "zero_shot") -> Dataset:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from gcl_eval.data.dataset import CORPORA, EVAL_QUERY_SPLITS, SPLITS, TRAIN_QUERY_SPLITS, Dataset
 from gcl_eval.data.pairs import member_mask
-from gcl_eval.errors import DataError
+from gcl_eval.util.errors import DataError
 
 
 def check_dataset(dataset: Dataset, *, check_images: bool = False) -> dict:

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from gcl_eval.data.dataset import SPLIT_CORPUS, SPLITS, BytesImageStore, Dataset, Documents, make_documents
 from gcl_eval.data.image_paths import resolve_image_paths
 from gcl_eval.data.pairs import RowLocator, canonical_pairs, optional_column, pick_column
-from gcl_eval.errors import DataError
+from gcl_eval.util.errors import DataError
 
 HF_SPLIT_NAMES: dict[str, tuple[str, ...]] = {
     "in_domain": ("in_domain",),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gcl_eval.data.dataset import Dataset
-from gcl_eval.errors import DataError, GclError
+from gcl_eval.util.errors import DataError, GclError
 
 FORMATS = ("auto", "marqo", "hf", "beir")
 

@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from gcl_eval.console import track
+from gcl_eval.util.console import track
 from gcl_eval.data.dataset import (
     CORPORA,
     SPLIT_CORPUS,
@@ -39,7 +39,7 @@ from gcl_eval.data.dataset import (
 from gcl_eval.data.image_paths import resolve_image_paths
 from gcl_eval.data.pairs import RowLocator, canonical_pairs, member_mask, optional_column, pick_column
 from gcl_eval.data.tables import load_json, read_csv, read_json_object
-from gcl_eval.errors import DataError, GclError
+from gcl_eval.util.errors import DataError, GclError
 
 FIELD_KEYS = ("title", "image_local")
 

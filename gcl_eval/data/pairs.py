@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gcl_eval.data.dataset import query_id_from_text
-from gcl_eval.errors import DataError
+from gcl_eval.util.errors import DataError
 
 
 class RowLocator:

@@ -18,7 +18,7 @@ from gcl_eval.data.hf import ParquetImageStore, documents_from_rows, read_parque
 from gcl_eval.data.image_paths import resolve_image_paths
 from gcl_eval.data.pairs import RowLocator, canonical_pairs, member_mask, optional_column, pick_column
 from gcl_eval.data.tables import read_csv
-from gcl_eval.errors import DataError, GclError
+from gcl_eval.util.errors import DataError, GclError
 
 DOC_ID_COLUMNS = ("doc_id", "product_id")
 SCORE_COLUMNS = ("score", "score_linear")

@@ -21,8 +21,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from gcl_eval.cache import cache_dir
-from gcl_eval.errors import DataError
+from gcl_eval.util.paths import cache_dir
+from gcl_eval.util.errors import DataError
 
 CACHE_FORMAT = "1"
 

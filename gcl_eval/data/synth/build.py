@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from gcl_eval import __version__
-from gcl_eval.console import status
+from gcl_eval.util.console import status
 from gcl_eval.data.dataset import BytesImageStore, Dataset, Documents, make_documents
 from gcl_eval.data.synth.world import SynthConfig, World, generate_world
 

@@ -114,8 +114,8 @@ def content_scores(world: World, queries: pd.DataFrame, products: pd.DataFrame, 
 def ceiling_metrics(world: World, dataset: Dataset, *, n_queries: int = 2000, top_k: int = 1000,
                     seed: int = 0) -> tuple[dict, dict]:
     """Per split, the reference metrics of the content-only ranker (and of attributes only)."""
-    from gcl_eval.metrics import evaluate_arrays
-    from gcl_eval.qrels import build_qrels, grades_from_scores, sample_queries
+    from gcl_eval.measures.metrics import evaluate_arrays
+    from gcl_eval.protocol.qrels import build_qrels, grades_from_scores, sample_queries
 
     quality_hat, cue_report = quality_estimate(world, dataset.corpora["corpus_1"].ids)
     queries = world.queries.set_index("query_id")

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from gcl_eval.data.synth import vocab
-from gcl_eval.errors import GclError
+from gcl_eval.util.errors import GclError
 
 GENERATOR_VERSION = 1  # bump when a change to the generator changes the bytes it writes
 CATEGORY_NAMES = tuple(vocab.CATEGORIES)

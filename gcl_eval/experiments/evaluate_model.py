@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gcl_eval.data.dataset import SPLITS
-from gcl_eval.errors import GclError
-from gcl_eval.fields import FieldWeights
-from gcl_eval.threads import budget_cpu_threads, default_workers
-from gcl_eval.protocol import EvalProtocol, Evaluation, evaluate_dataset
+from gcl_eval.util.errors import GclError
+from gcl_eval.retrieval.fields import FieldWeights
+from gcl_eval.util.threads import budget_cpu_threads, default_workers
+from gcl_eval.protocol.evaluate import EvalProtocol, Evaluation, evaluate_dataset
 
 COLD_START_SPLITS = ("novel_query", "novel_corpus", "zero_shot")
 
@@ -31,7 +31,7 @@ class OpenClipEvalConfig:
     cold_start_weights: FieldWeights | None = None  # e.g. title only on the cold-start splits ("0.5/0.0")
     device: str | None = None  # None: cuda when available, else cpu
     batch_size: int = 256
-    workers: int | None = None  # None: half the CPU cores (gcl_eval.threads)
+    workers: int | None = None  # None: half the CPU cores (gcl_eval.util.threads)
     precision: str = "fp32"
     use_cache: bool = True
 
@@ -70,10 +70,10 @@ def is_main_process() -> bool:
 def evaluate_open_clip(config: OpenClipEvalConfig) -> Evaluation:
     """Load, encode (with the embedding cache), search and score every split; nothing is written."""
     from gcl_eval.data.io import read_dataset
-    from gcl_eval.dense import DenseRetriever
-    from gcl_eval.embcache import EmbeddingCache
-    from gcl_eval.encoders import OpenClipEncoder
-    from gcl_eval.modeling import load_open_clip
+    from gcl_eval.retrieval.dense import DenseRetriever
+    from gcl_eval.retrieval.embedding_cache import EmbeddingCache
+    from gcl_eval.retrieval.encoders import OpenClipEncoder
+    from gcl_eval.retrieval.models import load_open_clip
 
     config.protocol.validate()
     device = resolve_device(config.device)

@@ -18,8 +18,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from gcl_eval.data.dataset import Documents
-from gcl_eval.embcache import EmbeddingCache, encode_corpus, encode_query_texts
-from gcl_eval.fields import FieldWeights
+from gcl_eval.retrieval.embedding_cache import EmbeddingCache, encode_corpus, encode_query_texts
+from gcl_eval.retrieval.fields import FieldWeights
 
 
 class DenseRetriever:
@@ -50,7 +50,7 @@ class DenseRetriever:
 
     def search(self, split: str, query_texts: Sequence[str], corpus_name: str, documents: Documents,
                k: int) -> tuple[np.ndarray, np.ndarray]:
-        from gcl_eval.retrieval import search
+        from gcl_eval.retrieval.topk import search
 
         corpus = self.corpus_embeddings(corpus_name, documents, self.weights_for(split))
         queries = encode_query_texts(self.encoder, query_texts, self.cache)

@@ -46,7 +46,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from gcl_eval.errors import GclError
+from gcl_eval.util.errors import GclError
 
 BACKENDS = ("auto", "faiss", "torch")
 

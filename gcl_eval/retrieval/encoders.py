@@ -4,7 +4,7 @@ Both towers of one open_clip model: the text tower for queries and titles, the i
 product images. Encoding is batched under torch.inference_mode; on a CUDA device bf16/fp16 run
 under autocast (on CPU everything is fp32). Images are read, decoded and preprocessed in torch
 DataLoader worker processes, so the model never waits on PIL. Every field is L2-normalised on its
-own in fp32; pooling the fields of a record is gcl_eval.fields.pool_fields.
+own in fp32; pooling the fields of a record is gcl_eval.retrieval.fields.pool_fields.
 
 A missing field value (title None, image None) is not encoded: its row is zeros and its `present`
 flag False. An image reference that cannot be read or decoded is bad input, reported as one
@@ -24,11 +24,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gcl_eval.console import track
+from gcl_eval.util.console import track
 from gcl_eval.data.dataset import Documents, ImageStore
-from gcl_eval.errors import GclError
-from gcl_eval.fields import DOC_FIELDS, MODALITY, FieldWeights
-from gcl_eval.modeling import LoadedModel, open_clip_module
+from gcl_eval.util.errors import GclError
+from gcl_eval.retrieval.fields import DOC_FIELDS, MODALITY, FieldWeights
+from gcl_eval.retrieval.models import LoadedModel, open_clip_module
 
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -13,12 +13,12 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from gcl_eval.cache import cache_dir
-from gcl_eval.console import status
-from gcl_eval.errors import GclError
-from gcl_eval.presets import DEFAULT_PRESET, Preset, load_preset
-from gcl_eval.threads import budget_cpu_threads, default_workers
-from gcl_eval.protocol import EvalProtocol, Evaluation, evaluate_dataset
+from gcl_eval.util.paths import cache_dir
+from gcl_eval.util.console import status
+from gcl_eval.util.errors import GclError
+from gcl_eval.experiments.preset import DEFAULT_PRESET, Preset, load_preset
+from gcl_eval.util.threads import budget_cpu_threads, default_workers
+from gcl_eval.protocol.evaluate import EvalProtocol, Evaluation, evaluate_dataset
 
 COLD_START_SPLITS = ("novel_query", "novel_corpus", "zero_shot")
 
@@ -82,8 +82,8 @@ def checkpoint_dir(preset: Preset, config, dataset_fingerprint: str, root: Path 
 def run_preset(options: RunOptions) -> tuple[Evaluation, Path]:
     """Train when the preset trains and no finished checkpoint exists, evaluate, save; (evaluation, folder)."""
     from gcl_eval.data.io import read_dataset
-    from gcl_eval.evaluation import resolve_device
-    from gcl_eval.results import save_run
+    from gcl_eval.experiments.evaluate_model import resolve_device
+    from gcl_eval.protocol.results import save_run
 
     started = time.perf_counter()
     preset = options.preset if options.preset is not None else load_preset(options.model)
@@ -148,14 +148,14 @@ def _retriever(preset: Preset, trained, device: str, options: RunOptions, model_
 
         keys = {k: preset.model[k] for k in ("backend", "k1", "b") if k in preset.model}
         return BM25Retriever(**keys)
-    from gcl_eval.dense import DenseRetriever
-    from gcl_eval.embcache import EmbeddingCache
+    from gcl_eval.retrieval.dense import DenseRetriever
+    from gcl_eval.retrieval.embedding_cache import EmbeddingCache
 
     workers = options.workers if options.workers is not None else default_workers()
     budget_cpu_threads(workers, device)
     if preset.kind == "open_clip":
-        from gcl_eval.encoders import OpenClipEncoder
-        from gcl_eval.modeling import load_open_clip
+        from gcl_eval.retrieval.encoders import OpenClipEncoder
+        from gcl_eval.retrieval.models import load_open_clip
 
         loaded = trained.model if trained else load_open_clip(preset.model["arch"], preset.model.get("pretrained") or None,
                                                               device=device)

@@ -1,4 +1,4 @@
-"""Model presets: declarative TOML files (package data under gcl_eval/presets/), like open_clip's configs.
+"""Model presets: declarative TOML files (package data under gcl_eval/experiments/presets/), like open_clip's configs.
 
 A preset says what to build (model source), how to train it (a [train] table of TrainConfig options;
 absent for zero-shot models and BM25) and how to evaluate it (document field weights, optionally other
@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gcl_eval.errors import GclError
-from gcl_eval.fields import FieldWeights
+from gcl_eval.util.errors import GclError
+from gcl_eval.retrieval.fields import FieldWeights
 
 PRESET_DIR = Path(__file__).parent / "presets"
 DEFAULT_PRESET = "tiny-gcl"

@@ -1,6 +1,6 @@
 """Suites: named sets of preset runs (with overrides) over seeds, for the paper's tables in miniature.
 
-A suite is a TOML file (package data under gcl_eval/suites/, or a user's path) with a built-in world,
+A suite is a TOML file (package data under gcl_eval/experiments/suites/, or a user's path) with a built-in world,
 a list of runs and the comparisons to report:
 
     description = "..."
@@ -21,7 +21,7 @@ a list of runs and the comparisons to report:
 A run of a preset that trains is repeated once per seed (training seeds 0..N-1; the evaluation's query
 sample is the same for every seed, so per-query scores pair across seeds and models); a zero-shot run
 is deterministic and runs once. This module only reads definitions and expands them into run specs;
-running them is gcl_eval.commands.suite, summarising them gcl_eval.suite_report.
+running them is gcl_eval.commands.suite, summarising them gcl_eval.report.suite_summary.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from gcl_eval.errors import GclError
-from gcl_eval.presets import Preset, preset_with_overrides
+from gcl_eval.util.errors import GclError
+from gcl_eval.experiments.preset import Preset, preset_with_overrides
 
 SUITE_DIR = Path(__file__).parent / "suites"
 TOP_KEYS = {"description", "paper", "world", "runs", "comparisons"}

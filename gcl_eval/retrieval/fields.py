@@ -13,7 +13,7 @@ from typing import Mapping
 
 import numpy as np
 
-from gcl_eval.errors import GclError
+from gcl_eval.util.errors import GclError
 
 MODALITY = {"query": "text", "title": "text", "image": "image"}
 QUERY_FIELDS = ("query",)

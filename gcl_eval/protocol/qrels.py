@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from gcl_eval.errors import DataError
+from gcl_eval.util.errors import DataError
 
 MAX_GRADE = 100
 

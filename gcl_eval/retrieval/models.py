@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gcl_eval.errors import GclError
+from gcl_eval.util.errors import GclError
 
 PACKAGED_CONFIGS = Path(__file__).parent / "model_configs"
 _registered = False
@@ -23,7 +23,7 @@ _registered = False
 def open_clip_module():
     """open_clip, imported behind the torchvision guard, with gcl-eval's model configs registered."""
     global _registered
-    from gcl_eval.torchvision_guard import ensure_torchvision
+    from gcl_eval.util.torchvision_guard import ensure_torchvision
 
     ensure_torchvision()
     import open_clip

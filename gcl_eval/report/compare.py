@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Sequence
 
 from gcl_eval.data.dataset import SPLITS
-from gcl_eval.errors import GclError
-from gcl_eval.metrics import DEFAULT_MEASURES
-from gcl_eval.results import RunResult, display_label
-from gcl_eval.stats import TEST_NAMES, TESTS, holm, paired_test
+from gcl_eval.util.errors import GclError
+from gcl_eval.measures.metrics import DEFAULT_MEASURES
+from gcl_eval.protocol.results import RunResult, display_label
+from gcl_eval.measures.stats import TEST_NAMES, TESTS, holm, paired_test
 
 COMPARED_PROTOCOL_KEYS = ("top_k", "queries_per_split", "sampling", "seed", "metric_profile")
 """Protocol entries that must agree for numbers to be comparable (measures and splits may differ)."""

@@ -1,4 +1,4 @@
-"""TREC qrels and run files, read into and written from the dicts `gcl_eval.metrics.evaluate` takes.
+"""TREC qrels and run files, read into and written from the dicts `gcl_eval.measures.metrics.evaluate` takes.
 
 qrels: one judgement a line, `qid 0 docid grade` (the second field, the iteration, is ignored; grade an
 integer). run: one retrieved document a line, `qid Q0 docid rank score tag` (Q0 and tag ignored). Fields
@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from gcl_eval.errors import DataError
+from gcl_eval.util.errors import DataError
 
 QRELS_FORMAT = "'qid 0 docid grade' (4 fields, integer grade)"
 RUN_FORMAT = "'qid Q0 docid rank score tag' (6 fields, integer rank, numeric score)"

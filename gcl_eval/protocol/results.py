@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from gcl_eval import __version__
-from gcl_eval.atomic import atomic_folder
-from gcl_eval.errors import GclError
+from gcl_eval.util.atomic import atomic_folder
+from gcl_eval.util.errors import GclError
 
 SCHEMA_VERSION = 1
 REQUIRED_KEYS = ("schema_version", "tool", "model", "dataset", "protocol", "splits", "timings", "environment")
@@ -83,7 +83,7 @@ def tool_info() -> dict:
 
 
 def _git_commit() -> str | None:
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     try:
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                              timeout=5)

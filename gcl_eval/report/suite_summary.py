@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 
 from gcl_eval.data.dataset import SPLITS
-from gcl_eval.errors import GclError
-from gcl_eval.results import RunResult
-from gcl_eval.stats import holm, paired_test
+from gcl_eval.util.errors import GclError
+from gcl_eval.protocol.results import RunResult
+from gcl_eval.measures.stats import holm, paired_test
 
 MEASURES = ("nDCG@10", "ERR", "RBP(p=0.9)")
 ALPHA = 0.05

@@ -13,11 +13,11 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
-from gcl_eval.compare import IncomparableRuns, compare_runs, plural
-from gcl_eval.errors import GclError
-from gcl_eval.metrics import DEFAULT_MEASURES
-from gcl_eval.results import RunResult
-from gcl_eval.stats import TEST_NAMES
+from gcl_eval.report.compare import IncomparableRuns, compare_runs, plural
+from gcl_eval.util.errors import GclError
+from gcl_eval.measures.metrics import DEFAULT_MEASURES
+from gcl_eval.protocol.results import RunResult
+from gcl_eval.measures.stats import TEST_NAMES
 
 _TOLERANCE = 1e-12  # a drop equal to max_drop (up to rounding) passes
 

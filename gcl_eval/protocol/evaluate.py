@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 
 from gcl_eval.data.dataset import SPLITS, Dataset, Documents
-from gcl_eval.errors import DataError, GclError
-from gcl_eval.metrics import PROFILES, evaluate_arrays, measure_names
-from gcl_eval.qrels import Qrels, build_qrels, grades_from_scores, sample_queries
-from gcl_eval.results import RunResult, SplitRun, environment_info
+from gcl_eval.util.errors import DataError, GclError
+from gcl_eval.measures.metrics import PROFILES, evaluate_arrays, measure_names
+from gcl_eval.protocol.qrels import Qrels, build_qrels, grades_from_scores, sample_queries
+from gcl_eval.protocol.results import RunResult, SplitRun, environment_info
 
 DEFAULT_MEASURES = ("nDCG@10", "ERR", "RBP(p=0.9)", "RBP(p=0.8)", "RBP(p=0.7)", "MAP@1000", "MRR@1000",
                     "R@10", "R@100", "P@10")

@@ -36,11 +36,11 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from gcl_eval.cache import cache_dir
-from gcl_eval.console import track
+from gcl_eval.util.paths import cache_dir
+from gcl_eval.util.console import track
 from gcl_eval.data.dataset import Documents, ImageStore
-from gcl_eval.errors import GclError
-from gcl_eval.fields import FieldWeights, pool_fields
+from gcl_eval.util.errors import GclError
+from gcl_eval.retrieval.fields import FieldWeights, pool_fields
 
 CACHE_FORMAT = 1  # bump when the way entries are computed or stored changes
 
@@ -184,7 +184,7 @@ class _ImageDigests(torch.utils.data.Dataset):
         return len(self.refs)
 
     def __getitem__(self, i: int):
-        from gcl_eval.encoders import image_error
+        from gcl_eval.retrieval.encoders import image_error
 
         try:
             data = self.store.read_bytes(self.refs[i])
@@ -194,7 +194,7 @@ class _ImageDigests(torch.utils.data.Dataset):
 
 
 def _byte_digests(store: ImageStore, ids: list[str], refs: list[str | None], num_workers: int) -> list[str | None]:
-    from gcl_eval.encoders import worker_loader
+    from gcl_eval.retrieval.encoders import worker_loader
 
     rows = [i for i, ref in enumerate(refs) if ref is not None]
     items = _ImageDigests(store, [ids[i] for i in rows], [refs[i] for i in rows])
@@ -225,7 +225,7 @@ def encode_corpus(encoder, documents: Documents, weights: FieldWeights, cache: E
     naming it. `encoder` is an OpenClipEncoder (or anything with fingerprint(), num_workers and
     encode_field(documents, field) -> (embeddings, present)).
     """
-    from gcl_eval.encoders import field_present
+    from gcl_eval.retrieval.encoders import field_present
 
     active = weights.active()
     present = {name: field_present(documents, name) for name in active}

@@ -1,0 +1,1 @@
+"""Presets, suites and the run pipeline (train if needed, then evaluate) as library code."""

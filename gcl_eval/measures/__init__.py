@@ -1,0 +1,1 @@
+"""Ranking measures, TREC files and paired statistics: pure numpy, knows no model."""

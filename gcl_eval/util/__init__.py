@@ -1,0 +1,1 @@
+"""Cross-cutting helpers: errors, atomic writes, cache paths, threads, console, distributed/device."""
