@@ -15,10 +15,8 @@ import torch
 
 from gcl_eval.util.console import track
 from gcl_eval.data.dataset import Documents
+from gcl_eval.retrieval import EVAL_PRECISIONS  # bf16: the transformer under autocast, pooling in fp32
 from gcl_eval.util.errors import GclError
-
-
-EVAL_PRECISIONS = ("fp32", "bf16")  # bf16: the transformer under autocast (CPU or GPU), pooling in fp32
 
 
 class TextModelEncoder:

@@ -5,8 +5,8 @@ temporary folder and read back through the Marqo-GS reader), each backend runs t
 (up to 2,000 sampled queries per split, top 1,000). Reported: nDCG@10 / ERR / RBP(p=0.9) per split and
 backend, their difference, how often the two rankings agree, index time and query time (median over
 --repeat runs; the numbers must be identical on every run). For scale, the same comparison with bm25s
-as it comes (its default Lucene variant and its own top-k selection, same tokens), which is what the
-"top-10 agree ~70-77%" note in ENVIRONMENT.md measured. Results: benchmarks/results/bm25.md.
+as it comes (its default Lucene variant and its own top-k selection, same tokens), the setting in
+which an earlier measurement (library defaults, other data) found only ~70-77% top-10 agreement. Results: benchmarks/results/bm25.md.
 
     python benchmarks/bench_bm25.py [--queries 2000] [--docs-per-query 100] [--per-split 2000] [--top-k 1000]
 """

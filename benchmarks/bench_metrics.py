@@ -1,4 +1,4 @@
-"""Metric benchmark (issue 3): gcl_eval.measures.metrics against pytrec_eval and a per-query Python loop.
+"""Metric benchmark: gcl_eval.measures.metrics against pytrec_eval and a per-query Python loop.
 
 Workload: 20,000 queries x 1,000 retrieved documents; qrels of 100 graded documents per query (grades
 100..1, as Marqo-GS positions 1..100 give); about 30 of them retrieved per query at random ranks, the rest
@@ -29,9 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
+from gcl_eval.measures import PAPER_MEASURES
 from gcl_eval.measures.metrics import evaluate, evaluate_arrays
 
-MEASURES = ["nDCG@10", "ERR", "RBP(p=0.9)", "MAP@1000", "MRR@1000"]
+MEASURES = [*PAPER_MEASURES, "MAP@1000", "MRR@1000"]
 TARGETS = {"arrays_vs_pytrec": 20.0, "dicts_vs_pytrec": 2.0, "arrays_vs_loop": 100.0}
 
 
@@ -202,7 +203,7 @@ def verdict(ratio: float, target: float | None) -> str:
     return f"{ratio:.1f}x (target >= {target:g}x: {'met' if ratio >= target else 'MISSED'})"
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--queries", type=int, default=20_000)
     parser.add_argument("--docs", type=int, default=1_000, help="retrieved documents per query")
@@ -212,78 +213,65 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "metrics.md")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def time_everything(args, ranked, relevant, qrels, run) -> tuple[dict[str, float], dict[str, dict]]:
+    """({what: seconds}, {what: its output}); the loops' times are scaled to the full query count."""
     import pytrec_eval
 
-    n = args.queries
-    load_before = os.getloadavg()[0]
-    t0 = time.perf_counter()
-    ranked, relevant, qrels, run = make_workload(n, args.docs, args.judged, args.hit_rate, args.seed)
-    hits = int((ranked > 0).sum())
-    print(
-        f"workload: {n} queries x {args.docs} docs, {args.judged} judged/query, "
-        f"{hits / n:.1f} relevant retrieved/query (built in {time.perf_counter() - t0:.1f} s)"
-    )
-
-    t_arrays, ours_arrays = best_of(lambda: evaluate_arrays(ranked, relevant, MEASURES), args.repeats)
-    print(f"ours evaluate_arrays          {t_arrays:8.3f} s")
+    t, out = {}, {}
+    t["arrays"], out["arrays"] = best_of(lambda: evaluate_arrays(ranked, relevant, MEASURES), args.repeats)
+    print(f"ours evaluate_arrays          {t['arrays']:8.3f} s")
     ranked16, relevant16 = ranked.astype(np.int16), relevant.astype(np.int16)
-    t_arrays16, _ = best_of(lambda: evaluate_arrays(ranked16, relevant16, MEASURES), args.repeats)
-    print(f"ours evaluate_arrays (int16)  {t_arrays16:8.3f} s")
-    t_dicts, ours_dicts = best_of(lambda: evaluate(qrels, run, MEASURES), 2)
-    print(f"ours evaluate (dicts)         {t_dicts:8.3f} s")
+    t["arrays16"], _ = best_of(lambda: evaluate_arrays(ranked16, relevant16, MEASURES), args.repeats)
+    print(f"ours evaluate_arrays (int16)  {t['arrays16']:8.3f} s")
+    t["dicts"], out["dicts"] = best_of(lambda: evaluate(qrels, run, MEASURES), 2)
+    print(f"ours evaluate (dicts)         {t['dicts']:8.3f} s")
 
     trec_measures = {"ndcg_cut_10", "map", "recall"}
-    t_build, evaluator = best_of(lambda: pytrec_eval.RelevanceEvaluator(qrels, trec_measures), 2)
-    print(f"pytrec_eval evaluator build   {t_build:8.3f} s")
-    t_pytrec, pytrec_out = best_of(lambda: evaluator.evaluate(run), 2)
-    print(f"pytrec_eval evaluate          {t_pytrec:8.3f} s")
+    t["build"], evaluator = best_of(lambda: pytrec_eval.RelevanceEvaluator(qrels, trec_measures), 2)
+    print(f"pytrec_eval evaluator build   {t['build']:8.3f} s")
+    t["pytrec"], out["pytrec"] = best_of(lambda: evaluator.evaluate(run), 2)
+    print(f"pytrec_eval evaluate          {t['pytrec']:8.3f} s")
 
     loop_qids = list(qrels)[: args.loop_queries]
-    scale = n / len(loop_qids)
-    t_loop_sub, loop_out = best_of(lambda: reference_loop(qrels, run, loop_qids), 3)
-    t_loop = t_loop_sub * scale
-    print(f"per-query loop, reference     {t_loop:8.3f} s  ({t_loop_sub:.3f} s measured)")
-    t_fused_sub, fused_out = best_of(lambda: fused_loop(qrels, run, loop_qids), 3)
-    t_fused = t_fused_sub * scale
-    print(f"per-query loop, fused         {t_fused:8.3f} s  ({t_fused_sub:.3f} s measured)")
-    load_after = os.getloadavg()[0]
+    scale = len(qrels) / len(loop_qids)
+    for key, loop in (("loop", reference_loop), ("fused", fused_loop)):
+        t[f"{key}_sub"], out[key] = best_of(lambda loop=loop: loop(qrels, run, loop_qids), 3)
+        t[key] = t[f"{key}_sub"] * scale
+    print(f"per-query loop, reference     {t['loop']:8.3f} s  ({t['loop_sub']:.3f} s measured)")
+    print(f"per-query loop, fused         {t['fused']:8.3f} s  ({t['fused_sub']:.3f} s measured)")
+    return t, out
 
-    # The same numbers everywhere.
+
+def cross_check(qrels: dict, run: dict, loop_qids: list[str], out: dict[str, dict]) -> None:
+    """The same numbers everywhere."""
+    ours = out["arrays"]
     for name in MEASURES:
-        assert abs(ours_arrays[name] - ours_dicts[name]) <= 1e-12, name
+        assert abs(ours[name] - out["dicts"][name]) <= 1e-12, name
     sub = evaluate({q: qrels[q] for q in loop_qids}, {q: run[q] for q in loop_qids}, MEASURES)
     for name in MEASURES:
-        assert abs(sub[name] - loop_out[name]) <= 1e-9, (name, sub[name], loop_out[name])
-        assert abs(sub[name] - fused_out[name]) <= 1e-9, (name, sub[name], fused_out[name])
-    pytrec_ndcg = sum(v["ndcg_cut_10"] for v in pytrec_out.values()) / n
-    pytrec_map = sum(v["map"] for v in pytrec_out.values()) / n
-    assert abs(pytrec_ndcg - ours_arrays["nDCG@10"]) <= 1e-9
-    assert abs(pytrec_map - ours_arrays["MAP@1000"]) <= 1e-9
+        assert abs(sub[name] - out["loop"][name]) <= 1e-9, (name, sub[name], out["loop"][name])
+        assert abs(sub[name] - out["fused"][name]) <= 1e-9, (name, sub[name], out["fused"][name])
+    n = len(qrels)
+    pytrec_ndcg = sum(v["ndcg_cut_10"] for v in out["pytrec"].values()) / n
+    pytrec_map = sum(v["map"] for v in out["pytrec"].values()) / n
+    assert abs(pytrec_ndcg - ours["nDCG@10"]) <= 1e-9
+    assert abs(pytrec_map - ours["MAP@1000"]) <= 1e-9
     print("values agree: arrays == dicts (1e-12); == loop on its queries, pytrec_eval nDCG@10 and MAP (1e-9)")
 
-    peak_arrays = peak_bytes(lambda: evaluate_arrays(ranked, relevant, MEASURES))
-    peak_dicts = peak_bytes(lambda: evaluate(qrels, run, MEASURES))
-    rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KiB on Linux
 
-    ratios = {
-        "arrays_vs_pytrec": t_pytrec / t_arrays,
-        "dicts_vs_pytrec": t_pytrec / t_dicts,
-        "arrays_vs_loop": t_loop / t_arrays,
-        "dicts_vs_loop": t_loop / t_dicts,
-        "arrays_vs_fused_loop": t_fused / t_arrays,
-    }
-    for key, value in ratios.items():
-        print(f"ratio {key:20s} {verdict(value, TARGETS.get(key))}")
-
+def render_report(args, t: dict[str, float], ratios: dict[str, float], facts: dict) -> str:
+    """The markdown of benchmarks/results/metrics.md."""
+    n, hits, loop_n = args.queries, facts["hits"], min(args.loop_queries, args.queries)
     shown = {key: verdict(value, TARGETS.get(key)) for key, value in ratios.items()}
-    means = ", ".join(f"{name} {ours_arrays[name]:.6f}" for name in MEASURES)
-    input_mib = (ranked.nbytes + relevant.nbytes) / 2**20
-    report = f"""## Metrics benchmark
+    means = ", ".join(f"{name} {facts['means'][name]:.6f}" for name in MEASURES)
+    return f"""## Metrics benchmark
 
 `python benchmarks/bench_metrics.py`, {time.strftime("%Y-%m-%d")}.
-Machine: {machine_note()}; a shared VM (1-minute load average {load_before:.1f} before,
-{load_after:.1f} after the timings), so expect some noise.
+Machine: {machine_note()}; a shared VM (1-minute load average {facts["load_before"]:.1f} before,
+{facts["load_after"]:.1f} after the timings), so expect some noise.
 
 Workload: {n:,} queries x {args.docs:,} retrieved documents, qrels of {args.judged} graded documents
 per query (grades {args.judged}..1), {hits / n:.1f} relevant documents retrieved per query at random
@@ -292,20 +280,20 @@ pytrec_eval computes only ndcg_cut_10, map and recall on the same queries, timed
 Best of {args.repeats} runs for `evaluate_arrays`, best of 2 for the dict paths.
 
 The per-query Python loops compute the same five measures with Python floats on the first
-{len(loop_qids)} queries (best of 3), scaled x{scale:g}. "Reference style" has one function per
+{loop_n} queries (best of 3), scaled x{n / loop_n:g}. "Reference style" has one function per
 measure that ranks each query's run and looks its grades up, as the GCL evaluation code's
 calculate_individual_err / calculate_individual_rbp and BEIR's MRR loop do; the 100x target is taken
 against it. "Fused" ranks and looks up once per query for all five measures (a faster baseline).
 
 | what | time (s) |
 |---|---:|
-| ours: `evaluate_arrays` (int64 grade arrays) | {t_arrays:.3f} |
-| ours: `evaluate_arrays` (the same arrays as int16) | {t_arrays16:.3f} |
-| ours: `evaluate` (pytrec_eval-style dicts) | {t_dicts:.3f} |
-| pytrec_eval: `RelevanceEvaluator(qrels, ...)` construction | {t_build:.3f} |
-| pytrec_eval: `evaluate(run)` | {t_pytrec:.3f} |
-| per-query Python loop, reference style ({t_loop_sub:.3f} s measured, scaled) | {t_loop:.2f} |
-| per-query Python loop, fused ({t_fused_sub:.3f} s measured, scaled) | {t_fused:.2f} |
+| ours: `evaluate_arrays` (int64 grade arrays) | {t["arrays"]:.3f} |
+| ours: `evaluate_arrays` (the same arrays as int16) | {t["arrays16"]:.3f} |
+| ours: `evaluate` (pytrec_eval-style dicts) | {t["dicts"]:.3f} |
+| pytrec_eval: `RelevanceEvaluator(qrels, ...)` construction | {t["build"]:.3f} |
+| pytrec_eval: `evaluate(run)` | {t["pytrec"]:.3f} |
+| per-query Python loop, reference style ({t["loop_sub"]:.3f} s measured, scaled) | {t["loop"]:.2f} |
+| per-query Python loop, fused ({t["fused_sub"]:.3f} s measured, scaled) | {t["fused"]:.2f} |
 
 | ratio | value |
 |---|---:|
@@ -316,16 +304,48 @@ against it. "Fused" ranks and looks up once per query for all five measures (a f
 | fused loop / ours `evaluate_arrays` | {shown["arrays_vs_fused_loop"]} |
 
 Peak memory allocated during one call (tracemalloc, untimed rerun): `evaluate_arrays`
-{peak_arrays / 2**20:.0f} MiB beside its {input_mib:.0f} MiB of input arrays; `evaluate`
-{peak_dicts / 2**20:.0f} MiB beside the dicts. Process peak RSS (workload dicts and pytrec_eval
-included): {rss_gb:.1f} GB.
+{facts["peak_arrays"] / 2**20:.0f} MiB beside its {facts["input_mib"]:.0f} MiB of input arrays; `evaluate`
+{facts["peak_dicts"] / 2**20:.0f} MiB beside the dicts. Process peak RSS (workload dicts and pytrec_eval
+included): {facts["rss_gb"]:.1f} GB.
 
 Cross-checks in the same run: `evaluate_arrays` == `evaluate` (1e-12); both == the two loops on
 their queries and == pytrec_eval's mean ndcg_cut_10 and map (1e-9).
 Means: {means}.
 """
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    n = args.queries
+    load_before = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    ranked, relevant, qrels, run = make_workload(n, args.docs, args.judged, args.hit_rate, args.seed)
+    hits = int((ranked > 0).sum())
+    print(
+        f"workload: {n} queries x {args.docs} docs, {args.judged} judged/query, "
+        f"{hits / n:.1f} relevant retrieved/query (built in {time.perf_counter() - t0:.1f} s)"
+    )
+    t, out = time_everything(args, ranked, relevant, qrels, run)
+    load_after = os.getloadavg()[0]
+    cross_check(qrels, run, list(qrels)[: args.loop_queries], out)
+    facts = {
+        "hits": hits, "means": out["arrays"], "load_before": load_before, "load_after": load_after,
+        "peak_arrays": peak_bytes(lambda: evaluate_arrays(ranked, relevant, MEASURES)),
+        "peak_dicts": peak_bytes(lambda: evaluate(qrels, run, MEASURES)),
+        "rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,  # KiB on Linux
+        "input_mib": (ranked.nbytes + relevant.nbytes) / 2**20,
+    }
+    ratios = {
+        "arrays_vs_pytrec": t["pytrec"] / t["arrays"],
+        "dicts_vs_pytrec": t["pytrec"] / t["dicts"],
+        "arrays_vs_loop": t["loop"] / t["arrays"],
+        "dicts_vs_loop": t["loop"] / t["dicts"],
+        "arrays_vs_fused_loop": t["fused"] / t["arrays"],
+    }
+    for key, value in ratios.items():
+        print(f"ratio {key:20s} {verdict(value, TARGETS.get(key))}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report)
+    args.out.write_text(render_report(args, t, ratios, facts))
     print(f"wrote {args.out}")
     missed = [key for key, target in TARGETS.items() if ratios[key] < target]
     return 1 if missed else 0

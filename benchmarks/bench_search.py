@@ -1,7 +1,7 @@
-"""Search benchmark (issue 3): gcl_eval.retrieval.topk.search against the raw library calls.
+"""Search benchmark: gcl_eval.retrieval.topk.search against the raw library calls.
 
 Workload: random unit vectors (float32, seeded, generated in chunks), top-k by inner product.
-- full shape: 2,000 queries x 1,000,000 documents x 512 dims, k = 1,000 (the issue's target shape);
+- full shape: 2,000 queries x 1,000,000 documents x 512 dims, k = 1,000 (the protocol at Marqo-GS scale);
 - small shape: 200 queries x 200,000 documents, k = 1,000, repeated to show the spread;
 - sweep: ours with backend "torch" and "faiss" over the shapes that decide what "auto" picks (1 to 2,000
   queries at 200,000 documents).
@@ -372,7 +372,7 @@ def report(args, small, sections, sweep, load_before, load_after, total_s) -> st
         lines += ["", "faiss takes its BLAS path only when queries x dim >= its distance_compute_blas_threshold "
                       "(128,000: 250 queries at 512 dims); below that it scans the corpus once per query, hence "
                       "its slow rows, and \"auto\" uses torch there. Above it the two are close and trade places "
-                      "with the load; `choose_backend` in gcl_eval/retrieval.py gives the rule and why. Ours "
+                      "with the load; `choose_backend` in gcl_eval/retrieval/topk.py gives the rule and why. Ours "
                       "includes the NaN/inf check of both inputs (one read of the corpus), a large part of a "
                       "call with a handful of queries."]
     return "\n".join(lines) + "\n"

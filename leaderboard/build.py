@@ -2,10 +2,11 @@
 
 Every run folder under RESULTS_DIR (any depth) is read with `load_run`, so a broken one stops the
 build with one line naming it. Runs are grouped into one table per (dataset name, track). For every
-run of a table as a possible baseline, the relative change of every other run and a paired test on
-the per-query scores are computed here, Holm-corrected across the cells of that table; the page's
-baseline selector only switches between these precomputed variants, so no statistics run in the
-browser. The site is written to a temporary sibling folder and renamed into place.
+run of a table as a possible baseline, the comparison engine (gcl_eval.report.engine) computes the
+relative change of every other run and a paired test on the per-query scores, Holm-corrected across
+the cells of that table; runs it finds incomparable are marked, not refused. The page's baseline
+selector only switches between these precomputed variants, so no statistics run in the browser.
+The site is written to a temporary sibling folder and renamed into place.
 """
 
 from __future__ import annotations
@@ -17,25 +18,24 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 
 from gcl_eval import __version__
-from gcl_eval.measures import stats
-from gcl_eval.util.atomic import atomic_folder
-from gcl_eval.data.dataset import SPLITS
-from gcl_eval.util.errors import GclError
+from gcl_eval.experiments.preset import TRACKS
+from gcl_eval.measures import PAPER_MEASURES
+from gcl_eval.measures.stats import TEST_NAMES
 from gcl_eval.protocol.results import RunResult, display_label, load_run
+from gcl_eval.report import engine
+from gcl_eval.report.engine import CompareOptions, Side, change_text
+from gcl_eval.util.atomic import atomic_folder
+from gcl_eval.util.errors import GclError
 from leaderboard.svg import Series, line_plot
 
 HERE = Path(__file__).resolve().parent
-TRACKS = ("text", "image", "multi")
 TRACK_TITLES = {"text": "Text", "image": "Image", "multi": "Multi-field", "unknown": "Unknown track"}
-TABLE_MEASURES = ("nDCG@10", "ERR", "RBP(p=0.9)")
 MARKER = "site.json"  # written into every site; an existing --out folder is replaced only if it has one
-N_RESAMPLES, TEST_SEED = 10_000, 0  # the randomisation test's settings
 
 
 @dataclass
@@ -50,7 +50,15 @@ class Entry:
     family: str
     track: str  # text | image | multi | unknown
     training: str  # trained | zero-shot | unknown
-    per_query: dict[str, pd.DataFrame] = field(default_factory=dict)  # split -> rows indexed by qid
+    side: Side = field(init=False)  # the run in the comparison engine, labelled with its folder
+
+    def __post_init__(self):
+        self.side = Side(self.rel, (self.run,))
+
+    @property
+    def per_query(self) -> dict[str, pd.DataFrame]:
+        """split -> per-query scores indexed by qid (sorted)."""
+        return {split: self.side.scores(split) for split in self.run.splits}
 
 
 @dataclass
@@ -118,9 +126,6 @@ def collect_runs(results_dir: Path) -> list[Entry]:
                       family=str(model.get("family") or "unknown"),
                       track=track if track in TRACKS else "unknown",
                       training="trained" if trains is True else "zero-shot" if trains is False else "unknown")
-        for split in run.splits:
-            rows = run.per_query[run.per_query["split"] == split]
-            entry.per_query[split] = rows.set_index(rows["qid"].astype(str)).sort_index()
         entries.append(entry)
     return entries
 
@@ -146,8 +151,7 @@ def _matches(entry: Entry, spec: str) -> bool:
 def build_tables(entries: list[Entry], baseline: str | None = None, test: str = "t",
                  alpha: float = 0.05) -> list[Table]:
     """One table per (dataset, track), rows best first by the first column, with every baseline variant."""
-    if test not in stats.TESTS:
-        raise GclError(f"unknown test {test!r}; known: {', '.join(stats.TESTS)}")
+    options = CompareOptions(test=test, alpha=alpha, incomparable="mark")
     if baseline is not None and not any(_matches(e, baseline) for e in entries):
         raise GclError(f"baseline {baseline!r} matches no run (give a preset name or a run folder)")
     groups: dict[tuple[str, str], list[Entry]] = {}
@@ -156,80 +160,61 @@ def build_tables(entries: list[Entry], baseline: str | None = None, test: str = 
     order = {t: i for i, t in enumerate((*TRACKS, "unknown"))}
     tables = []
     for i, ((dataset, track), rows) in enumerate(sorted(groups.items(), key=lambda g: (g[0][0], order[g[0][1]]))):
-        present = {s for e in rows for s in e.run.splits}
-        splits = [s for s in SPLITS if s in present] + sorted(present - set(SPLITS))
-        columns = [Column(s, m) for s in splits for m in TABLE_MEASURES]
+        splits = engine.table_splits([e.side for e in rows])
+        columns = [Column(s, m) for s in splits for m in PAPER_MEASURES]
         rows = sorted(rows, key=lambda e: (-_value(e, columns[0]) if _has(e, columns[0]) else math.inf, e.label))
         chosen = [e for e in rows if baseline is not None and _matches(e, baseline)]
         if len(chosen) > 1:
             raise GclError(f"baseline {baseline!r} matches {len(chosen)} runs of dataset {dataset} track {track} "
                            f"({', '.join(e.rel for e in chosen)}); give a run folder instead")
-        variants = {base.slug: _variant(rows, base, columns, test, alpha) for base in rows}
+        variants = {base.slug: _variant(rows, base, columns, options) for base in rows}
         tables.append(Table(id=f"t{i}", dataset=dataset, track=track, columns=columns, rows=rows,
                             baseline=chosen[0].slug if chosen else "", variants=variants))
     return tables
 
 
 def _has(entry: Entry, column: Column) -> bool:
-    return column.measure in entry.run.splits.get(column.split, {}).get("metrics", {})
+    return entry.side.has(column.split, column.measure)
 
 
 def _value(entry: Entry, column: Column) -> float:
     return float(entry.run.splits[column.split]["metrics"][column.measure])
 
 
-def _incomparable(run: Entry, base: Entry) -> str | None:
-    """Why per-query scores of two runs cannot be paired (None when they can, split by split)."""
-    if run.run.dataset.get("fingerprint") != base.run.dataset.get("fingerprint"):
-        return "not comparable: different dataset fingerprint"
-    for key in ("metric_profile", "top_k"):
-        if run.run.protocol.get(key) != base.run.protocol.get(key):
-            return (f"not comparable: different {key.replace('_', ' ')} "
-                    f"({run.run.protocol.get(key)} vs {base.run.protocol.get(key)})")
-    return None
-
-
-def _variant(rows: list[Entry], base: Entry, columns: list[Column], test: str, alpha: float) -> dict:
+def _variant(rows: list[Entry], base: Entry, columns: list[Column], options: CompareOptions) -> dict:
     """The cells of every row against one baseline: [text, css class, tooltip, rel %, Holm p]."""
-    test_name = stats.TEST_NAMES[test]
-    cells: dict[str, list[list]] = {}
-    pending = []  # (row slug, column index, raw p, relative change %, paired queries)
-    for entry in rows:
-        out = cells[entry.slug] = [["", "", "", None, None] for _ in columns]
-        if entry is base:
-            for cell in out:
-                cell[:3] = ["baseline", "base", f"{base.label} is the baseline of this table"]
-            continue
-        reason = _incomparable(entry, base)
-        for ci, column in enumerate(columns):
-            if not (_has(entry, column) and _has(base, column)):
-                continue
-            if reason:
-                out[ci][:3] = ["n/c", "nc", reason]
-                continue
-            mine, theirs = entry.per_query[column.split], base.per_query[column.split]
-            if not mine.index.equals(theirs.index):
-                out[ci][:3] = ["n/c", "nc", f"not comparable: different queries on {column.split}"]
-                continue
-            base_mean = _value(base, column)
-            if base_mean == 0:
-                out[ci][:3] = ["n/a", "na", f"{base.label} scores 0 on {column.key}: no relative change"]
-                continue
-            rel = (_value(entry, column) / base_mean - 1) * 100
-            p = stats.paired_test(mine[column.measure].to_numpy(), theirs[column.measure].to_numpy(), test,
-                                  n_resamples=N_RESAMPLES, seed=TEST_SEED)
-            pending.append((entry.slug, ci, p, rel, len(mine)))
-    adjusted = stats.holm([p for _, _, p, _, _ in pending]) if pending else []
-    for (slug, ci, p, rel, n), p_adj in zip(pending, adjusted):
-        significant = bool(np.isfinite(p_adj) and p_adj <= alpha)
-        direction = "up" if rel > 0 else "down" if rel < 0 else "flat"
-        p_text = "undefined" if not math.isfinite(p) else f"p = {p:.3g}, Holm-adjusted p = {p_adj:.3g}"
-        title = (f"{rel:+.1f}% vs {base.label}; {test_name} on {n} queries: {p_text} "
-                 f"({'significant' if significant else 'not significant'} at α = {alpha:g})")
-        cells[slug][ci] = [f"{rel:+.1f}%" + ("*" if significant else ""),
-                           f"{direction} sig" if significant else direction, title,
-                           round(rel, 4), None if not np.isfinite(p_adj) else float(p_adj)]
-    return cells
+    cells = {base.slug: [["baseline", "base", f"{base.label} is the baseline of this table", None, None]
+                         for _ in columns]}
+    others = [e for e in rows if e is not base]
+    if not others:
+        return cells
+    splits = list(dict.fromkeys(c.split for c in columns))
+    comparison = engine.compare(base.side, [e.side for e in others], measures=PAPER_MEASURES, splits=splits,
+                                options=options)
+    for entry in others:
+        cells[entry.slug] = [_cell(cell, base, column, options)
+                             for cell, column in zip(comparison.cells_of(entry.rel), columns)]
+    return {entry.slug: cells[entry.slug] for entry in rows}
+
+
+def _cell(cell: engine.Cell, base: Entry, column: Column, options: CompareOptions) -> list:
+    """One cell of a variant: [text, css class, tooltip, rel % rounded, Holm p]."""
+    if cell.value is None or cell.baseline_value is None:
+        return ["", "", "", None, None]
+    if cell.incomparable:
+        return ["n/c", "nc", f"not comparable: {cell.incomparable}", None, None]
+    significant = cell.significant
+    p_text = "undefined" if cell.p is None else f"p = {cell.p:.3g}, Holm-adjusted p = {cell.p_holm:.3g}"
+    test_text = (f"{TEST_NAMES[options.test]} on {cell.n_pairs} queries: {p_text} "
+                 f"({'significant' if significant else 'not significant'} at α = {options.alpha:g})")
+    text = change_text(cell.rel_change) + ("*" if significant else "")
+    if cell.rel_change is None:
+        return [text, "na", f"{base.label} scores 0 on {column.key}: no relative change; {test_text}", None,
+                cell.p_holm]
+    direction = "up" if cell.delta > 0 else "down" if cell.delta < 0 else "flat"
+    css = f"{direction} sig" if significant else direction
+    return [text, css, f"{change_text(cell.rel_change)} vs {base.label}; {test_text}", round(cell.rel_change, 4),
+            cell.p_holm]
 
 
 # ---------------------------------------------------------------- rendering
@@ -336,7 +321,7 @@ def render_site(tables: list[Table], entries: list[Entry], site: Path, *, test: 
         "training": sorted({e.training for e in entries}),
         "dataset": sorted({t.dataset for t in tables}),
     }
-    common = {"version": __version__, "test_name": stats.TEST_NAMES[test], "alpha": alpha, "n_runs": len(entries)}
+    common = {"version": __version__, "test_name": TEST_NAMES[test], "alpha": alpha, "n_runs": len(entries)}
     (site / "index.html").write_text(env.get_template("index.html.j2").render(
         tables=tables, facets=facets, track_titles=TRACK_TITLES, root="", **common), encoding="utf-8")
     runs = site / "runs"
@@ -360,8 +345,7 @@ def build_site(results_dir: Path | str, out: Path | str, *, baseline: str | None
                alpha: float = 0.05) -> SiteSummary:
     """Collect, compare and render; replace `out` only once the new site is complete."""
     results_dir, out = Path(results_dir), Path(out)
-    if not 0 < alpha < 1:
-        raise GclError(f"alpha must be between 0 and 1 (got {alpha})")
+    CompareOptions(test=test, alpha=alpha)  # bad options fail before anything is read
     _check_out(results_dir, out)
     entries = collect_runs(results_dir)
     tables = build_tables(entries, baseline, test, alpha)

@@ -151,3 +151,18 @@ def test_empty_split_exits_2(data, tmp_path):
     proc = _main(*BASE, "--data", str(copy), "--out", str(tmp_path / "r"))
     assert proc.returncode == 2 and "zero_shot" in proc.stderr, proc.stderr
     assert proc.stderr.count("\n") == 1
+
+
+def test_device_auto_picks_this_machines_device(data, tmp_path):
+    from gcl_eval.util.distributed import resolve_device
+
+    result = _eval(data, tmp_path / "r", "--device", "auto")
+    assert result["environment"]["device"] == str(resolve_device("auto"))
+    assert list(result["model"]) == ["arch", "source", "checkpoint_sha256", "encoder", "precision", "doc_fields",
+                                     "split_doc_fields"]
+
+
+def test_unknown_device_exits_2(data, tmp_path):
+    proc = _main(*BASE, "--data", str(data), "--out", str(tmp_path / "r"), "--device", "tpu")
+    assert proc.returncode == 2 and "tpu" in proc.stderr and proc.stderr.count("\n") == 1
+    assert not (tmp_path / "r").exists()

@@ -1,12 +1,10 @@
-"""`gcl-eval metrics QRELS RUN` through the real entry point."""
+"""`gcl-eval metrics QRELS RUN` through the real entry point (the `gcl` fixture of conftest.py)."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from gcl_eval.cli import main
+from gcl_eval.measures import PAPER_MEASURES
 from gcl_eval.measures.metrics import evaluate
 from gcl_eval.measures.trec import read_qrels, read_run
 
@@ -22,44 +20,33 @@ def files(tmp_path):
     return str(qrels), str(run)
 
 
-def run_cli(args, capsys) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_json_output_matches_the_library(files, capsys):
+def test_json_output_matches_the_library(files, gcl):
     qrels, run = files
-    code, out, err = run_cli(["metrics", qrels, run, "--json", "-m", "nDCG@10", "-m", "ERR"], capsys)
-    assert code == 0 and err == ""
-    doc = json.loads(out)
+    result = gcl("metrics", qrels, run, "--json", "-m", "nDCG@10", "-m", "ERR")
+    assert result.code == 0 and result.err == ""
+    doc = result.json()
     expected = evaluate(read_qrels(qrels), read_run(run), ["nDCG@10", "ERR"])
     assert doc["metrics"] == expected
     assert doc["profile"] == "gcl" and doc["n_queries"] == 3 and "per_query" not in doc
 
 
-def test_json_by_query_and_standard_profile(files, capsys):
+def test_json_by_query_and_standard_profile(files, gcl):
     qrels, run = files
-    args = ["metrics", qrels, run, "--json", "--by-query", "--profile", "standard", "--max-grade", "4"]
-    code, out, _ = run_cli(args, capsys)
-    assert code == 0
-    doc = json.loads(out)
+    result = gcl("metrics", qrels, run, "--json", "--by-query", "--profile", "standard", "--max-grade", "4")
+    assert result.code == 0
+    doc = result.json()
     assert doc["profile"] == "standard" and doc["max_grade"] == 4
     assert set(doc["per_query"]) == {"q1", "q2"}  # q3 is not in the run
-    assert list(doc["metrics"]) == ["nDCG@10", "ERR", "RBP(p=0.9)"]  # the defaults
+    assert tuple(doc["metrics"]) == PAPER_MEASURES == ("nDCG@10", "ERR", "RBP(p=0.9)")  # the defaults
     expected = evaluate(read_qrels(qrels), read_run(run), profile="standard", by_query=True, max_grade=4)
     assert doc["per_query"] == expected
 
 
-def test_plain_text_when_not_a_terminal(files, capsys):
+def test_plain_text_when_not_a_terminal(files, gcl):
     qrels, run = files
-    code, out, _ = run_cli(["metrics", qrels, run, "--by-query"], capsys)
-    assert code == 0
-    lines = out.splitlines()
+    result = gcl("metrics", qrels, run, "--by-query")
+    assert result.code == 0
+    lines = result.out.splitlines()
     assert lines[0] == "profile gcl, 3 queries"
     assert lines[1].split() == ["query", "nDCG@10", "ERR", "RBP(p=0.9)"]
     assert [line.split()[0] for line in lines[2:]] == ["q1", "q2", "q3", "all"]
@@ -68,12 +55,20 @@ def test_plain_text_when_not_a_terminal(files, capsys):
     assert lines[4].split()[1:] == ["0.0000"] * 3  # q3 retrieved nothing
 
 
-def test_rich_table_on_a_terminal(files, capsys, monkeypatch):
+def test_rich_table_on_a_terminal(files, gcl, monkeypatch):
     monkeypatch.setattr("gcl_eval.commands.metrics._stdout_is_terminal", lambda: True)
     qrels, run = files
-    code, out, _ = run_cli(["metrics", qrels, run, "-m", "P@2"], capsys)
-    assert code == 0
-    assert "P@2" in out and "all" in out and "profile gcl" in out
+    result = gcl("metrics", qrels, run, "-m", "P@2")
+    assert result.code == 0
+    assert "P@2" in result.out and "all" in result.out and "profile gcl" in result.out
+
+
+def test_a_measure_keeps_the_spelling_given(files, gcl):
+    qrels, run = files
+    result = gcl("metrics", qrels, run, "--json", "-m", "RBP(p=.9)", "-m", "RBP(p=0.9)")
+    assert result.code == 0
+    metrics = result.json()["metrics"]
+    assert list(metrics) == ["RBP(p=.9)", "RBP(p=0.9)"] and metrics["RBP(p=.9)"] == metrics["RBP(p=0.9)"]
 
 
 @pytest.mark.parametrize(
@@ -83,28 +78,28 @@ def test_rich_table_on_a_terminal(files, capsys, monkeypatch):
         (["-m", "RBP(p=2)"], "RBP needs 0 < p < 1"),
     ],
 )
-def test_bad_measure_exits_2_with_one_line(files, capsys, extra, message):
+def test_bad_measure_exits_2_with_one_line(files, gcl, extra, message):
     qrels, run = files
-    code, out, err = run_cli(["metrics", qrels, run, *extra], capsys)
-    assert code == 2 and out == ""
-    assert err.count("\n") == 1 and err.startswith("gcl-eval: error: ") and message in err
+    result = gcl("metrics", qrels, run, *extra)
+    assert result.code == 2 and result.out == ""
+    assert result.err.count("\n") == 1 and result.err.startswith("gcl-eval: error: ") and message in result.err
 
 
-def test_malformed_file_exits_2_naming_file_and_line(files, capsys, tmp_path):
+def test_malformed_file_exits_2_naming_file_and_line(files, gcl, tmp_path):
     qrels, _ = files
     bad = tmp_path / "bad.run"
     bad.write_text("q1 Q0 a 1 0.9 t\nq1 Q0 b 2 t\n")
-    code, _, err = run_cli(["metrics", qrels, str(bad)], capsys)
-    assert code == 2
-    assert err == f"gcl-eval: error: {bad}:2: expected 'qid Q0 docid rank score tag' (6 fields, " \
+    result = gcl("metrics", qrels, bad)
+    assert result.code == 2
+    assert result.err == f"gcl-eval: error: {bad}:2: expected 'qid Q0 docid rank score tag' (6 fields, " \
         "integer rank, numeric score), got 'q1 Q0 b 2 t'\n"
 
 
-def test_missing_file_and_bad_profile_exit_2(files, capsys, tmp_path):
+def test_missing_file_and_bad_profile_exit_2(files, gcl, tmp_path):
     qrels, run = files
-    code, _, err = run_cli(["metrics", str(tmp_path / "nope"), run], capsys)
-    assert code == 2 and "no such file" in err
-    code, _, err = run_cli(["metrics", qrels, run, "--profile", "trec"], capsys)
-    assert code == 2 and "trec" in err
-    code, _, err = run_cli(["metrics", qrels, run, "--max-grade", "3"], capsys)
-    assert code == 2 and "standard profile only" in err
+    result = gcl("metrics", tmp_path / "nope", run)
+    assert result.code == 2 and "no such file" in result.err
+    result = gcl("metrics", qrels, run, "--profile", "trec")
+    assert result.code == 2 and "trec" in result.err
+    result = gcl("metrics", qrels, run, "--max-grade", "3")
+    assert result.code == 2 and "standard profile only" in result.err

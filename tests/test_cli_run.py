@@ -29,12 +29,23 @@ def _run(model, data, tmp_path, **kw):
     return evaluation.result, folder
 
 
+IDENTITY = ["preset", "family", "track", "trains", "kind"]
+RECORD_KEYS = {  # result.json's "model", in order (committed results and the leaderboard's model table rely on it)
+    "tiny-gcl": IDENTITY + ["checkpoint", "checkpoint_sha256", "stw", "train", "arch", "source", "doc_fields",
+                            "split_doc_fields"],
+    "tiny-clip": IDENTITY + ["checkpoint", "checkpoint_sha256", "stw", "train", "arch", "source", "doc_fields",
+                             "split_doc_fields"],
+    "bm25": IDENTITY + ["backend", "k1", "b", "tokenizer", "method", "doc_fields", "backend_version", "epsilon"],
+}
+
+
 @pytest.mark.parametrize("model", ["tiny-gcl", "tiny-clip", "bm25"])
 def test_cpu_presets_write_valid_run_folders(model, data, tmp_path):
     result, folder = _run(model, data, tmp_path)
     loaded = load_run(folder)
     assert loaded.model["preset"] == model and list(loaded.splits) == ["in_domain", "novel_query", "novel_corpus",
                                                                          "zero_shot"]
+    assert list(loaded.model) == RECORD_KEYS[model]
     if model != "bm25":
         assert loaded.model["stw"]["name"] == ("inverse" if model == "tiny-gcl" else "constant")
         assert len(loaded.model["stw"]["curve"]) == 100 and loaded.model["trains"] is True
@@ -60,9 +71,17 @@ def test_second_run_reuses_the_checkpoint_and_the_embeddings(data, tmp_path):
     assert second.splits == first.splits and second.model["checkpoint_sha256"] == first.model["checkpoint_sha256"]
 
 
+def test_suite_labels_come_after_the_weights_and_before_the_field_weights(data, tmp_path):
+    labels = (("label", "clip"), ("seed", 1), ("suite", "s"), ("suite_key", "k"), ("world", None))
+    result, folder = _run("tiny-clip", data, tmp_path, labels=labels)
+    keys = list(load_run(folder).model)
+    assert keys[keys.index("source") + 1:] == ["label", "seed", "suite", "suite_key", "world", "doc_fields",
+                                               "split_doc_fields"]
+
+
 def test_run_command_prints_the_table(data, tmp_path):
     args = ["run", "--model", "bm25", "--data", str(data), "--out", str(tmp_path / "r"), "--queries", "20",
-            "--top-k", "50"]
+            "--top-k", "50", "--device", "auto"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert "in_domain" in result.output and "nDCG@10" in result.output

@@ -1,4 +1,4 @@
-"""`gcl-eval data synth` end to end: the issue's acceptance, determinism to the byte, bad options."""
+"""`gcl-eval data synth` end to end: sizes, diagnostics, determinism to the byte, bad options."""
 
 import hashlib
 import json

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from gcl_eval.data.check import check_dataset
-from gcl_eval.data.hf import ParquetImageStore, read_hf
+from gcl_eval.data.hf import ParquetImageStore, find_hf_files, read_hf
 from gcl_eval.data.io import read_dataset
 from gcl_eval.util.errors import DataError
 
@@ -116,11 +116,11 @@ def test_auto_detection_and_novel_corpus_alias(tmp_path):
     assert ds.extra["format"] == "hf" and len(ds.pairs["novel_corpus"]) == 4
 
 
-def test_missing_split_and_column(tmp_path):
-    root = make_hf_folder(tmp_path / "hf")
-    (root / "data" / "zero_shot-00000-of-00001.parquet").unlink()
-    with pytest.raises(DataError, match=r"no parquet file for split 'zero_shot' \(looked for zero_shot\.parquet"):
-        read_hf(root)
+def test_no_split_and_missing_column(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.parquet").write_bytes(b"")
+    with pytest.raises(DataError, match=r"no parquet file of any split .* looked for <split>\.parquet"):
+        read_hf(tmp_path / "empty")
     root = make_hf_folder(tmp_path / "hf2")
     pq.write_table(pa.table({"query": ["a"], "title": ["t"]}), root / "novel_query-00000-of-00001.parquet")
     with pytest.raises(DataError, match=r"novel_query-00000-of-00001\.parquet: missing column 'product_id'"):
@@ -159,3 +159,44 @@ def test_empty_product_id_string(tmp_path):
                 struct_images=False)
     with pytest.raises(DataError, match=r"novel_query-00000-of-00001\.parquet row 1: empty 'product_id'"):
         read_hf(root)
+
+
+def _as_hub_export(root: Path, out: Path) -> Path:
+    """The same splits in the Hub's parquet export layout: default/<split>/0000.parquet, ..."""
+    for split, files in find_hf_files(root).items():
+        name = "novel_document" if split == "novel_corpus" else split
+        for i, path in enumerate(files):
+            (out / "default" / name).mkdir(parents=True, exist_ok=True)
+            (out / "default" / name / f"{i:04d}.parquet").write_bytes(path.read_bytes())
+    return out
+
+
+def test_hub_export_layout_reads_like_the_original(tmp_path):
+    root = make_hf_folder(tmp_path / "hf")
+    export = _as_hub_export(root, tmp_path / "export")
+    original, ds = read_hf(root), read_dataset(export)
+    assert ds.extra["format"] == "hf" and ds.splits == original.splits
+    assert ds.fingerprint() == original.fingerprint()
+    assert ds.corpus_for("zero_shot").load_image("1001").getpixel((0, 0)) == (0, 255, 0)
+
+
+def test_snapshot_with_some_splits_reads_those(tmp_path):
+    root = make_hf_folder(tmp_path / "hf")
+    full = read_hf(root)
+    (root / "novel_query-00000-of-00001.parquet").unlink()
+    (root / "data" / "zero_shot-00000-of-00001.parquet").unlink()
+    ds = read_dataset(root)
+    assert ds.splits == ["in_domain", "novel_corpus"]
+    assert ds.extra["missing_splits"] == ["novel_query", "zero_shot"]
+    assert ds.split_corpus == {"in_domain": "corpus_1", "novel_corpus": "corpus_2"}
+    for split in ds.splits:
+        assert ds.pairs[split].equals(full.pairs[split])
+    assert sorted(ds.corpora["corpus_1"].ids) == ["0001", "0002", "0003"]
+    summary = check_dataset(ds, check_images=True)["splits"]
+    assert list(summary) == ["in_domain", "novel_corpus"] and summary["novel_corpus"]["pairs"] == 4
+    only = _as_hub_export(root, tmp_path / "export")
+    for folder in (only / "default" / "in_domain",):
+        for path in folder.iterdir():
+            path.unlink()
+        folder.rmdir()
+    assert read_dataset(only).splits == ["novel_corpus"]

@@ -44,7 +44,7 @@ def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
 
 
 def make_marqo_folder(root: Path, *, with_query_id: bool = True, abs_image_dir: Path | None = None) -> Path:
-    """A tiny hand-written Marqo-GS folder with the awkward cases of the issue.
+    """A tiny hand-written Marqo-GS folder with the awkward cases of real data.
 
     corpus_1: 00123 (awkward title, relative image), 00124 (no title), 0500 (no image);
     corpus_2: A-1 (absolute image path), A-2. Train queries: "red sofa", "blue lamp";

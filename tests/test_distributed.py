@@ -1,12 +1,13 @@
-"""Two CPU processes (gloo) == one process on the full batch: loss and parameter gradients.
+"""gcl_eval.util.distributed: devices, the launch (rank, world size), the process group, and the gathers.
 
-What must match: after DDP's gradient averaging (or all_reduce_gradients), every parameter's gradient on
+Two CPU processes (gloo) == one process on the full batch: loss and parameter gradients. What must match: after DDP's gradient averaging (or all_reduce_gradients), every parameter's gradient on
 every rank equals the gradient of the full-batch loss L computed by one process; the loss each rank
 returns is L (local_loss=False) or a share whose mean over ranks is L (local_loss=True).
 """
 
 import math
 import os
+import socket
 from datetime import timedelta
 
 import pytest
@@ -17,6 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from gcl_eval.util import distributed
+from gcl_eval.util.distributed import WorldInfo
+from gcl_eval.util.errors import GclError
 from trainers.gradcache import GradCache
 from trainers.losses import GCLLoss
 
@@ -187,3 +190,103 @@ def test_identity_without_process_group():
     assert distributed.all_gather_no_grad(t) is t
     assert distributed.world_size() == 1 and distributed.rank() == 0
     assert distributed.local_slice([3]) == slice(0, 3)
+
+
+# ------------------------------------------------------------------------------------------ devices and the launch
+
+TORCHRUN_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+@pytest.fixture
+def no_torchrun(monkeypatch):
+    for name in TORCHRUN_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_world_info_reads_torchrun_environment_before_a_group_exists(monkeypatch, no_torchrun):
+    assert distributed.world_info() == WorldInfo(0, 0, 1) and distributed.is_main_process()
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    info = distributed.world_info()
+    assert info == WorldInfo(rank=3, local_rank=1, world_size=4) and not info.is_main
+    assert not distributed.is_main_process()
+    assert distributed.rank() == 0 and distributed.world_size() == 1  # the group's view: there is none
+    monkeypatch.setenv("RANK", "x")
+    with pytest.raises(GclError, match="RANK='x' is not an integer"):
+        distributed.world_info()
+
+
+def test_resolve_device_names(monkeypatch, no_torchrun):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert distributed.resolve_device(None) == distributed.resolve_device("auto") == torch.device("cpu")
+    assert distributed.resolve_device("cpu") == torch.device("cpu")
+    assert distributed.resolve_device(torch.device("cpu")) == torch.device("cpu")
+    for name, message in [("cuda", "CUDA is not available"), ("cuda:1", "CUDA is not available"),
+                          ("mps", "MPS .* is not available"), ("meta", "unsupported device 'meta'"),
+                          ("tpu7", "unknown device 'tpu7'"), ("", "unknown device")]:
+        with pytest.raises(GclError, match=message) as info:
+            distributed.resolve_device(name)
+        assert "\n" not in str(info.value)
+
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert distributed.resolve_device("auto") == distributed.resolve_device("mps") == torch.device("mps")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert distributed.resolve_device(None) == torch.device("cuda", 0)  # CUDA first
+    assert distributed.resolve_device("cuda") == torch.device("cuda", 0)
+    assert distributed.resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(GclError, match="sees 2 CUDA GPU"):
+        distributed.resolve_device("cuda:2")
+    monkeypatch.setenv("LOCAL_RANK", "1")  # under torchrun each rank takes its own GPU
+    assert distributed.resolve_device("cuda") == distributed.resolve_device("auto") == torch.device("cuda", 1)
+
+
+def test_no_process_group_outside_torchrun(monkeypatch, no_torchrun):
+    assert distributed.init_distributed("cpu") is False
+    monkeypatch.setenv("WORLD_SIZE", "1")  # torchrun with one process: nothing to start either
+    assert distributed.init_distributed("cpu") is False
+    with distributed.process_group("cpu"):
+        assert not dist.is_initialized()
+    distributed.barrier()  # a no-op
+    assert distributed.gather_objects({"a": 1}) == [{"a": 1}]
+    loss = torch.tensor(2.5)
+    assert distributed.mean_over_ranks(loss) is loss
+    assert distributed.initialized_cuda_devices() == [] or torch.cuda.is_initialized()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch_worker(rank, port, out_dir):
+    """What torchrun gives a process: the environment; init_distributed starts the group from it."""
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(WORLD),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "GLOO_SOCKET_IFNAME": "lo"})
+    with distributed.process_group("cpu"):
+        results = {
+            "initialised": dist.is_initialized() and dist.get_backend() == "gloo",
+            "again": distributed.init_distributed("cpu"),  # idempotent: the group exists
+            "info": distributed.world_info(),
+            "main": distributed.is_main_process(),
+            "objects": distributed.gather_objects(rank * 10),
+            "mean": distributed.mean_over_ranks(torch.tensor(float(rank))).item(),
+            "rows": distributed.all_gather_no_grad(torch.full((rank + 1, 2), rank, dtype=torch.bool)).tolist(),
+        }
+        distributed.barrier()
+    results["after"] = dist.is_initialized()
+    torch.save(results, os.path.join(out_dir, f"launch{rank}.pt"))
+
+
+def test_init_distributed_starts_the_group_from_the_torchrun_environment(tmp_path):
+    mp.start_processes(_launch_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, start_method="spawn")
+    for rank in range(WORLD):
+        got = torch.load(tmp_path / f"launch{rank}.pt", weights_only=False)
+        assert got["initialised"] and got["again"] is False and got["after"] is False
+        assert got["info"] == WorldInfo(rank, rank, WORLD) and got["main"] == (rank == 0)
+        assert got["objects"] == [0, 10] and got["mean"] == 0.5
+        assert got["rows"] == [[False, False], [True, True], [True, True]]  # uneven shards, bool rows

@@ -1,4 +1,4 @@
-"""Weighted losses (SPEC.md sections 3-5): open_clip equality at w = 1, hand-computed weighted cases,
+"""Weighted losses (docs/training.md): open_clip equality at w = 1, hand-computed weighted cases,
 multi-field composition, missing fields, and row shares that sum to the full loss."""
 
 import math
@@ -66,7 +66,7 @@ def test_sigmoid_equals_open_clip_siglip_loss(dtype, tol):
 
     ones = torch.ones(12, dtype=dtype)
     ours, our_grads = run(lambda q, d, t, b: weighted_sigmoid_loss(q, d, ones, t, b))
-    # SigLipLoss divides by image_features.shape[0] = N, as SPEC's 1/N; rows = images there.
+    # SigLipLoss divides by image_features.shape[0] = N, as our 1/N; rows = images there.
     ref, ref_grads = run(lambda q, d, t, b: open_clip.loss.SigLipLoss()(d, q, t, b))
     torch.testing.assert_close(ours, ref, rtol=tol, atol=tol)
     for a, b in zip(our_grads, ref_grads):

@@ -1,4 +1,7 @@
-"""gcl_eval.measures.metrics against pytrec_eval (nDCG, MAP, recall, P) and plain per-query reference code."""
+"""gcl_eval.measures: plain per-query reference code, hand-computed values, edge cases, measure names.
+
+The comparisons with pytrec_eval (nDCG, MAP, recall, P, recip_rank) are in tests/comparison/test_pytrec_eval.py.
+"""
 
 from __future__ import annotations
 
@@ -7,33 +10,29 @@ import math
 import numpy as np
 import pytest
 
-from gcl_eval.util.errors import GclError
-from gcl_eval.measures.metrics import (
+from gcl_eval.measures import (
+    ERR,
     KNOWN_MEASURES,
+    MAP,
+    MRR,
+    PAPER_MEASURES,
+    RBP,
+    RUN_MEASURES,
     Measure,
-    evaluate,
-    evaluate_arrays,
-    evaluate_report,
+    P,
+    R,
     measure_names,
+    nDCG,
     parse_measure,
     parse_measures,
 )
-
-pytrec_eval = pytest.importorskip("pytrec_eval")
-
-TOL = 1e-9
-CUTOFFS = (1, 3, 10, 50)  # 50 is longer than every run below
+from gcl_eval.measures.metrics import evaluate, evaluate_arrays, evaluate_report
+from gcl_eval.util.errors import GclError
+from metric_cases import OWN_MEASURES, TREC_MEASURES, random_case, ranked_docs
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Plain per-query reference implementations (written for the tests, in the style of the GCL eval code)
-
-
-def ranked_docs(run_q: dict, profile: str) -> list[str]:
-    """gcl: score descending, ties in insertion order; standard: trec_eval's score desc, then docid desc."""
-    if profile == "gcl":
-        return [d for d, _ in sorted(run_q.items(), key=lambda item: item[1], reverse=True)]
-    return [d for d, _ in sorted(run_q.items(), key=lambda item: (item[1], item[0]), reverse=True)]
 
 
 def ref_err(qrel_q: dict, docs: list[str], gmax: int, k: int | None = None) -> float:
@@ -86,86 +85,6 @@ def reference(qrels, run, measure: Measure, profile: str, scale: int | None = No
     return out
 
 
-TREC_NAMES = {"nDCG": "ndcg_cut", "MAP": "map_cut", "R": "recall", "P": "P"}
-
-
-def pytrec_values(qrels, run, names: list[str]) -> dict[str, dict[str, float]]:
-    """{qid: {our measure name: pytrec_eval value}} for nDCG@k, MAP@k, R@k, P@k."""
-    wanted = {}
-    for name in names:
-        m = parse_measure(name)
-        wanted[name] = f"{TREC_NAMES[m.family]}_{m.k}"
-    requested = {f"{TREC_NAMES[f]}.{','.join(map(str, CUTOFFS))}" for f in TREC_NAMES}
-    clean_qrels = {q: {d: int(g) for d, g in j.items()} for q, j in qrels.items() if j}
-    raw = pytrec_eval.RelevanceEvaluator(clean_qrels, requested).evaluate(run)
-    return {qid: {name: vals[key] for name, key in wanted.items()} for qid, vals in raw.items()}
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Random data
-
-
-def random_case(seed: int, n_queries: int = 40, ties: bool = False, grades: int = 5):
-    """Graded qrels and a run with missing queries, unjudged retrieved docs, zero and negative grades."""
-    rng = np.random.default_rng(seed)
-    qrels, run = {}, {}
-    for q in range(n_queries):
-        qid = f"q{q}"
-        pool = [f"d{i}" for i in rng.choice(200, size=30, replace=False)]
-        n_judged = int(rng.integers(1, 15))
-        qrels[qid] = {d: int(rng.integers(-1, grades + 1)) for d in pool[:n_judged]}
-        if q % 9 == 4:
-            continue  # missing from the run
-        n_ret = int(rng.integers(0, 30))
-        retrieved = list(rng.permutation(pool)[:n_ret])
-        scores = rng.integers(0, 4, size=n_ret).astype(float) if ties else rng.random(n_ret)
-        run[qid] = {d: float(s) for d, s in zip(retrieved, scores)}  # not in score order
-    run["not-judged"] = {"d1": 1.0, "d2": 0.5}
-    qrels["no-judgements"] = {}
-    return qrels, run
-
-
-PYTREC_MEASURES = [f"{f}@{k}" for f in ("nDCG", "MAP", "R", "P") for k in CUTOFFS]
-OWN_MEASURES = ["ERR", "ERR@3", "ERR@10", "RBP(p=0.5)", "RBP(p=0.9)", "MRR@1", "MRR@10", "MRR@50"]
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Parity
-
-
-@pytest.mark.parametrize("seed", range(4))
-@pytest.mark.parametrize("ties", [False, True])
-def test_standard_matches_pytrec_eval(seed, ties):
-    qrels, run = random_case(seed, ties=ties)
-    ours = evaluate(qrels, run, PYTREC_MEASURES, profile="standard", by_query=True)
-    oracle = pytrec_values(qrels, run, PYTREC_MEASURES)
-    assert set(ours) == set(oracle)
-    for qid, values in oracle.items():
-        for name, value in values.items():
-            assert ours[qid][name] == pytest.approx(value, abs=TOL), (qid, name)
-    means = evaluate(qrels, run, PYTREC_MEASURES, profile="standard")
-    for name in PYTREC_MEASURES:
-        assert means[name] == pytest.approx(np.mean([v[name] for v in oracle.values()]), abs=TOL)
-
-
-@pytest.mark.parametrize("seed", range(4))
-def test_gcl_matches_pytrec_eval_where_they_coincide(seed):
-    """Tie-free: nDCG/MAP/R/P are trec_eval's per query (both take the ideal from all judged docs); the
-    gcl profile adds the queries missing from the run (0) and the query without judgements (0)."""
-    qrels, run = random_case(seed)
-    ours = evaluate(qrels, run, PYTREC_MEASURES, by_query=True)
-    oracle = pytrec_values(qrels, run, PYTREC_MEASURES)
-    assert list(ours) == list(qrels)
-    for qid in qrels:
-        for name in PYTREC_MEASURES:
-            expected = oracle[qid][name] if qid in oracle else 0.0
-            assert ours[qid][name] == pytest.approx(expected, abs=TOL), (qid, name)
-    means = evaluate(qrels, run, PYTREC_MEASURES)
-    for name in PYTREC_MEASURES:
-        expected = sum(oracle.get(q, {}).get(name, 0.0) for q in qrels) / len(qrels)
-        assert means[name] == pytest.approx(expected, abs=TOL)
-
-
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("ties", [False, True])
 @pytest.mark.parametrize("profile", ["gcl", "standard"])
@@ -189,21 +108,11 @@ def test_gcl_err_and_rbp_are_bit_exact_with_the_reference_loop():
         assert all(ours[q][name] == expected[q] for q in expected), name
 
 
-def test_standard_mrr_is_trec_eval_recip_rank_without_cutoff():
-    qrels, run = random_case(3, ties=True)
-    ours = evaluate(qrels, run, ["MRR@1000"], profile="standard", by_query=True)
-    clean = {q: j for q, j in qrels.items() if j}
-    oracle = pytrec_eval.RelevanceEvaluator(clean, {"recip_rank"}).evaluate(run)
-    assert set(ours) == set(oracle)
-    for qid, vals in oracle.items():
-        assert ours[qid]["MRR@1000"] == pytest.approx(vals["recip_rank"], abs=TOL)
-
-
 @pytest.mark.parametrize("profile", ["gcl", "standard"])
 @pytest.mark.parametrize("ties", [False, True])
 def test_evaluate_arrays_equals_evaluate_on_equivalent_dicts(profile, ties):
     qrels, run = random_case(11, ties=ties)
-    measures = PYTREC_MEASURES + OWN_MEASURES
+    measures = TREC_MEASURES + OWN_MEASURES
     report = evaluate_report(qrels, run, measures, profile=profile)
     qids = list(report.query_ids)
     ranked = [[max(qrels[q].get(d, 0), 0) for d in ranked_docs(run.get(q, {}), profile)] for q in qids]
@@ -369,12 +278,13 @@ def test_evaluate_arrays_by_query_shape_and_padding():
 # Names and errors
 
 
-def test_parse_measure_keeps_the_name_and_parameters():
-    assert parse_measure("nDCG@10") == Measure("nDCG@10", "nDCG", k=10)
-    assert parse_measure("ERR") == Measure("ERR", "ERR")
-    assert parse_measure("ERR@20") == Measure("ERR@20", "ERR", k=20)
-    assert parse_measure("RBP(p=0.9)") == Measure("RBP(p=0.9)", "RBP", p=0.9)
-    assert parse_measure("RBP(p=.8)").p == 0.8
+def test_parse_measure_gives_the_named_measure_objects():
+    assert parse_measure("nDCG@10") == nDCG @ 10 == Measure("nDCG", k=10)
+    assert parse_measure("ERR") == ERR and parse_measure("ERR@20") == ERR @ 20
+    assert parse_measure("RBP(p=0.9)") == RBP(p=0.9) == Measure("RBP", p=0.9)
+    assert (parse_measure("MAP@5"), parse_measure("MRR@5"), parse_measure("R@5"), parse_measure("P@5")) == (
+        MAP @ 5, MRR @ 5, R @ 5, P @ 5)
+    assert parse_measure("RBP(p=.8)").p == 0.8 and parse_measure("nDCG@10").k == 10
     families = [m.family for m in parse_measures(["MAP@1000", "MRR@1000", "R@100", "P@10"])]
     assert families == ["MAP", "MRR", "R", "P"]
     assert measure_names(["ERR", "nDCG@10", "ERR"]) == ["ERR", "nDCG@10"]
@@ -382,6 +292,41 @@ def test_parse_measure_keeps_the_name_and_parameters():
     assert list(evaluate({"q": {"a": 1}}, {"q": {"a": 1.0}}, "RBP(p=0.9)")) == ["RBP(p=0.9)"]
     with pytest.raises(Exception):
         parse_measure("ERR").k = 3  # frozen
+
+
+def test_a_measure_prints_as_its_canonical_name_and_results_keep_the_spelling_given():
+    assert [str(m) for m in (nDCG @ 10, ERR, ERR @ 5, RBP(p=0.9), MAP @ 1000, MRR @ 1000, R @ 100, P @ 10)] == [
+        "nDCG@10", "ERR", "ERR@5", "RBP(p=0.9)", "MAP@1000", "MRR@1000", "R@100", "P@10"]
+    assert repr(RBP(p=0.9)) == "RBP(p=0.9)" and (nDCG @ 10).name == "nDCG@10"
+    given = parse_measure("RBP(p=.90)")
+    assert given == RBP(p=0.9) and str(given) == "RBP(p=0.9)" and given.name == "RBP(p=.90)"
+    qrels, run = {"q": {"a": 2, "b": 1}}, {"q": {"b": 1.0, "a": 0.5}}
+    by_object = evaluate(qrels, run, [nDCG @ 10, RBP(p=0.9)])
+    by_name = evaluate(qrels, run, ["nDCG@10", "RBP(p=.90)"])
+    assert list(by_object) == ["nDCG@10", "RBP(p=0.9)"] and list(by_name) == ["nDCG@10", "RBP(p=.90)"]
+    assert list(by_object.values()) == list(by_name.values())
+    assert evaluate_arrays(np.array([[1, 2]]), np.array([[2, 1]]), ERR @ 1) == {"ERR@1": 0.25}
+
+
+def test_paper_and_run_measures():
+    assert PAPER_MEASURES == ("nDCG@10", "ERR", "RBP(p=0.9)")
+    assert RUN_MEASURES[:3] == PAPER_MEASURES and len(set(RUN_MEASURES)) == 10
+    assert measure_names(RUN_MEASURES) == list(RUN_MEASURES)  # canonical names parse back to themselves
+
+
+@pytest.mark.parametrize("measure", [nDCG, RBP, MAP, MRR, R, P])
+def test_a_family_without_its_parameter_is_not_a_measure(measure):
+    with pytest.raises(GclError, match=f"incomplete measure '{measure.family}'"):
+        evaluate({"q": {"a": 1}}, {"q": {"a": 1.0}}, [measure])
+
+
+@pytest.mark.parametrize("build", [lambda: nDCG @ 0, lambda: nDCG @ 2.5, lambda: nDCG @ True, lambda: RBP @ 10,
+                                   lambda: RBP(p=1.0), lambda: RBP(p="0.5"), lambda: ERR(p=0.5),
+                                   lambda: Measure("AP", k=10)])
+def test_bad_parameters_are_gcl_errors(build):
+    with pytest.raises(GclError) as info:
+        build()
+    assert "\n" not in str(info.value) and "known forms" in str(info.value)
 
 
 @pytest.mark.parametrize(

@@ -49,12 +49,10 @@ def test_each_gcl_preset_and_its_twin_differ_only_in_the_weighting(gcl, baseline
 
 
 def test_every_training_preset_builds_a_valid_train_config():
-    from gcl_eval.experiments.pipeline import train_config
-
     for name in preset_names():
         preset = load_preset(name)
         if preset.trains:
-            config = train_config(preset)
+            config = preset.train_config()
             assert config.stw == preset.train["stw"]
 
 

@@ -1,9 +1,10 @@
 """A run killed with a real SIGKILL mid-epoch and resumed with --resume ends with exactly the weights of an
 uninterrupted run (CPU, fixed seed): torch.equal on every tensor.
 
-The kill is deterministic: the child runs with GCL_EVAL_TEST_KILL_AFTER_STEP=k and SIGKILLs itself right
-after step k. Checkpoints are written every 3 steps and at epoch ends; k lies in the middle of epoch 2 and
-is not a checkpoint step, so the resumed run restarts from the last checkpoint before k, mid-epoch, redoes
+The kill is deterministic: the child process wraps the step function before it runs the CLI and SIGKILLs
+itself right after step k (train_helpers.killed_after_step; the training code has no hook for it).
+Checkpoints are written every 3 steps and at epoch ends; k lies in the middle of epoch 2 and is not a
+checkpoint step, so the resumed run restarts from the last checkpoint before k, mid-epoch, redoes
 the lost steps, and must land on the same bits (with a DataLoader worker process, as by default).
 """
 
@@ -24,8 +25,8 @@ from gcl_eval.util.errors import GclError
 from trainers import checkpoint as ckpt
 from gcl_eval.retrieval.fields import FieldWeights
 from trainers.config import TrainConfig
-from trainers.loop import KILL_HOOK_ENV, train
-from train_helpers import assert_same_tensors, make_dataset
+from trainers.loop import train
+from train_helpers import GCL_EVAL_CLI, assert_same_tensors, killed_after_step, make_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 # What the command line below trains (for the in-process checks).
@@ -41,14 +42,12 @@ def _train(data: Path, out: Path, *extra: str, kill_after: int | None = None) ->
 
 def _start(data: Path, out: Path, *extra: str, kill_after: int | None = None) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    env.pop(KILL_HOOK_ENV, None)
-    if kill_after is not None:
-        env[KILL_HOOK_ENV] = str(kill_after)
     args = ["--arch", "tiny-clip", "--data", str(data), "--out", str(out), "--epochs", "2", "--batch-size", "16",
             "--checkpoint-every", "3", "--workers", "1", "--device", "cpu", "--seed", "7", "--warmup", "4",
             "--stw", "inverse", "--fields", "image=0.5,title=0.5", *extra]
-    return subprocess.Popen([sys.executable, "-m", "gcl_eval", "train", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command = [sys.executable, "-m", "gcl_eval"] if kill_after is None else killed_after_step(kill_after, GCL_EVAL_CLI)
+    return subprocess.Popen([*command, "train", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def test_sigkill_mid_epoch_then_resume_gives_identical_weights(tmp_path):

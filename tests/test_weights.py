@@ -1,4 +1,4 @@
-"""Score-to-weight functions against their formulas (SPEC.md section 2), written out per score."""
+"""Score-to-weight functions against their formulas (docs/training.md), written out per score."""
 
 import math
 

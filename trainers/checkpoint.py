@@ -19,9 +19,7 @@ Checkpoints load with ``torch.load(weights_only=True)``: nothing in them is arbi
 from __future__ import annotations
 
 import json
-import os
 import random
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from gcl_eval.util.distributed import initialized_cuda_devices
+from gcl_eval.util.atomic import atomic_file, atomic_write_text
 from gcl_eval.util.errors import GclError
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -42,41 +42,10 @@ FORMAT_VERSION = 1
 # ------------------------------------------------------------------------------------------ atomic files
 
 
-def _atomic_write(path: Path, write) -> None:
-    """write(handle) into a temp sibling, fsync, then os.replace onto ``path``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def atomic_torch_save(obj, path: Path) -> None:
-    _atomic_write(path, lambda handle: torch.save(obj, handle))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+    """torch.save into a temp sibling, fsync, rename onto ``path`` (gcl_eval.util.atomic)."""
+    with atomic_file(path) as tmp, open(tmp, "xb") as handle:
+        torch.save(obj, handle)
 
 
 # ------------------------------------------------------------------------------------------ RNG states
@@ -90,7 +59,7 @@ def rng_state() -> dict:
         "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else [],
+        "cuda": [torch.cuda.get_rng_state(d) for d in initialized_cuda_devices()],
     }
 
 

@@ -1,10 +1,10 @@
-"""What a training run does, as one frozen value (DESIGN: configuration is frozen dataclasses).
+"""What a training run does, as one frozen value (configuration is a frozen dataclass).
 
 A TrainConfig holds everything that decides the trained weights (the recipe) plus a few runtime knobs
 (device, workers, checkpoint interval) that do not. ``resume`` compares the recipe of a checkpoint with
 the new run's and refuses a mismatch, so a checkpoint folder always holds one run.
 
-Defaults are CPU-sized (tiny models, small synthetic data); the paper's recipe (SPEC section 6) is
+Defaults are CPU-sized (tiny models, small synthetic data); the paper's recipe is
 lr 1e-4, 20 epochs, batch 2048, weight decay 0.02, fine-tuning pretrained checkpoints.
 """
 

@@ -37,6 +37,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from gcl_eval.util.distributed import initialized_cuda_devices
 from gcl_eval.util.errors import GclError
 
 Encoder = Callable[[Any], "torch.Tensor | Sequence[torch.Tensor]"]
@@ -97,7 +98,7 @@ class GradCache:
         # 3. each chunk again with grad, same RNG, its slice of the embedding gradient into the towers
         q_offsets = _offsets(q_parts)
         d_offsets = _offsets(d_parts)
-        fork = torch.random.fork_rng(devices=_cuda_devices()) if self.replay_rng else nullcontext()
+        fork = torch.random.fork_rng(devices=initialized_cuda_devices()) if self.replay_rng else nullcontext()
         with fork:
             for i, (qc, dc) in enumerate(zip(q_chunks, d_chunks)):
                 if self.replay_rng:
@@ -216,19 +217,13 @@ def _offsets(parts) -> list[int]:
     return offsets
 
 
-def _cuda_devices() -> list[int]:
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        return list(range(torch.cuda.device_count()))
-    return []
-
-
 def _get_rng_state():
-    cuda = [torch.cuda.get_rng_state(d) for d in _cuda_devices()]
+    cuda = [torch.cuda.get_rng_state(d) for d in initialized_cuda_devices()]
     return torch.get_rng_state(), cuda
 
 
 def _set_rng_state(state) -> None:
     cpu, cuda = state
     torch.set_rng_state(cpu)
-    for d, s in zip(_cuda_devices(), cuda):
+    for d, s in zip(initialized_cuda_devices(), cuda):
         torch.cuda.set_rng_state(s, d)

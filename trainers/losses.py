@@ -1,4 +1,4 @@
-"""Weighted contrastive losses of GCL (SPEC.md sections 3-5).
+"""Weighted contrastive losses of GCL (formulas in docs/training.md).
 
 All functions take L2-normalised embeddings (N x D), per-pair weights w (N,) and ``logit_scale``, the
 multiplier t (already exp'ed and clamped, as open_clip's models return it), never its log.
@@ -25,7 +25,7 @@ LOSS_KINDS = ("ce", "sigmoid")
 
 
 def weighted_contrastive_loss(query_emb, doc_emb, weights, logit_scale, normalize_by="n", *, rows=None):
-    """L = 1/(2N) sum_i w_i (CE of row i + CE of column i) of the logits t q_i . d_j (SPEC section 3).
+    """L = 1/(2N) sum_i w_i (CE of row i + CE of column i) of the logits t q_i . d_j.
 
     Only the positive of each row/column is weighted; negatives act through the softmax denominator.
     ``normalize_by="n"`` divides by 2N (w = 1 then equals open_clip's ClipLoss), ``"sum_w"`` by 2 sum(w).
@@ -55,7 +55,7 @@ def weighted_contrastive_loss(query_emb, doc_emb, weights, logit_scale, normaliz
 
 
 def weighted_sigmoid_loss(query_emb, doc_emb, weights, logit_scale, logit_bias, *, rows=None):
-    """L = -1/N sum_ij log sigmoid(Z_ij (t q_i . d_j + b)), Z_ii = w_i, Z_ij = -1 (SPEC section 5).
+    """L = -1/N sum_ij log sigmoid(Z_ij (t q_i . d_j + b)), Z_ii = w_i, Z_ij = -1 (weighted SigLIP).
 
     With w = 1 this is open_clip's SigLipLoss (which also divides by the number of rows N).
     """
@@ -86,7 +86,7 @@ def multi_field_loss(
     doc_field_masks: torch.Tensor | None = None,
     rows=None,
 ):
-    """L = L_w(qbar, dbar) + sum_k sum_m L_w(q^k, d^m) (SPEC section 4).
+    """L = L_w(qbar, dbar) + sum_k sum_m L_w(q^k, d^m) (multi-field GCL).
 
     ``query_fields`` / ``doc_fields``: one normalised (N x D) matrix per field. ``loss`` is the pair loss
     L_w: "ce" (:func:`weighted_contrastive_loss`, uses ``normalize_by``) or "sigmoid"

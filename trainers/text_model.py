@@ -1,6 +1,6 @@
 """HF text encoders (E5-style) with one tower shared by queries and titles: for training and for evaluation.
 
-Conventions (E5, SPEC section 6's text-only GCL): texts get a role prefix ("query: " for queries,
+Conventions (E5, as the paper's text-only GCL uses them): texts get a role prefix ("query: " for queries,
 "passage: " for documents) unless prefixes="none", the token states are mean-pooled over the attention
 mask, and the result is L2-normalised. Training adds a learnable logit scale (CLIP's init, log(1/0.07);
 SigLIP's log(10) with a bias of -10 for the sigmoid loss).

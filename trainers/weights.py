@@ -1,4 +1,4 @@
-"""Score-to-weight (STW) functions: a ranking score s in 1..s_max becomes a pair weight w (SPEC.md section 2).
+"""Score-to-weight (STW) functions: a ranking score s in 1..s_max becomes a pair weight w (docs/training.md).
 
 Position p = s_max + 1 - s (p = 1 is the top result). Every constant that the paper does not state is a
 named keyword parameter with the reconstruction as its default, so a run records what it used:

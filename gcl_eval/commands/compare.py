@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from gcl_eval.measures.metrics import DEFAULT_MEASURES
+from gcl_eval.measures import PAPER_MEASURES
 from gcl_eval.measures.stats import TESTS
 
 FORMAT_NAMES = ("table", "markdown", "csv", "json", "latex")
@@ -23,7 +23,7 @@ def split_list(values: tuple[str, ...]) -> list[str]:
 @click.option("--baseline", type=click.Path(path_type=Path), default=None,
               help="Run folder the others are tested against (relative change, paired test, Holm).")
 @click.option("--measures", "-m", "measures", multiple=True, metavar="M[,M...]",
-              help=f"Measures to show, repeatable or comma-separated [default: {', '.join(DEFAULT_MEASURES)}].")
+              help=f"Measures to show, repeatable or comma-separated [default: {', '.join(PAPER_MEASURES)}].")
 @click.option("--format", "fmt", type=click.Choice(FORMAT_NAMES), default="table", show_default=True,
               help="table: rich on a terminal, plain text otherwise; csv: a line per cell; json: everything.")
 @click.option("--test", type=click.Choice(TESTS), default="t", show_default=True,
@@ -54,7 +54,7 @@ def compare(run_dirs: tuple[Path, ...], baseline: Path | None, measures: tuple[s
     base_label = run_label(base, baseline) if base is not None else "baseline"
     if base_label in labels:
         base_label = str(baseline)
-    comparison = compare_runs(results, labels, base, split_list(measures) or DEFAULT_MEASURES, test=test,
+    comparison = compare_runs(results, labels, base, split_list(measures) or PAPER_MEASURES, test=test,
                               alpha=alpha, force=force, baseline_label=base_label)
     if fmt == "table" and sys.stdout.isatty():
         from rich.console import Console

@@ -10,7 +10,7 @@ import click
 
 @click.group("data")
 def data() -> None:
-    """Build, convert and check ranked datasets (Marqo-GS layout, HF parquet, BEIR)."""
+    """Fetch, build, convert and check ranked datasets (Marqo-GS layout, HF parquet, BEIR)."""
 
 
 @data.command("split")
@@ -32,15 +32,10 @@ def split(table, out, seed, eval_fraction, corpus_2_fraction, overwrite, as_json
     (or image_local), and optionally query_id. Queries go 80/20 to train/eval, documents 50/50 to
     corpus_1/corpus_2 (seeded).
     """
-    from gcl_eval.data.check import check_dataset
-    from gcl_eval.data.marqo import write_marqo
-    from gcl_eval.data.split import build_quadruple_split, read_pair_table
+    from gcl_eval.experiments.datasets import split_pair_table
 
-    pairs, documents = read_pair_table(table)
-    dataset = build_quadruple_split(pairs, documents, seed=seed, eval_query_fraction=eval_fraction,
-                                    corpus_2_fraction=corpus_2_fraction, name=out.name)
-    summary = check_dataset(dataset)
-    write_marqo(dataset, out, overwrite=overwrite)
+    summary = split_pair_table(table, out, seed=seed, eval_fraction=eval_fraction,
+                               corpus_2_fraction=corpus_2_fraction, overwrite=overwrite)
     _print_summary(summary, as_json, title=f"wrote {out}")
 
 
@@ -58,11 +53,10 @@ def check(path, as_json, images_root, check_images, fmt):
     Fails (exit 2) when the splits violate the quadruple structure: an eval query among train
     queries, a product in both corpora, a pair whose product is not in its split's corpus.
     """
-    from gcl_eval.data.check import check_dataset
-    from gcl_eval.data.io import read_dataset
+    from gcl_eval.experiments.datasets import check_dataset_folder
 
-    dataset = read_dataset(path, format=fmt, images_root=images_root)
-    _print_summary(check_dataset(dataset, check_images=check_images), as_json, title=f"{path}: ok")
+    summary = check_dataset_folder(path, format=fmt, images_root=images_root, check_images=check_images)
+    _print_summary(summary, as_json, title=f"{path}: ok")
 
 
 def _print_summary(summary: dict, as_json: bool, title: str) -> None:
@@ -77,6 +71,9 @@ def _print_summary(summary: dict, as_json: bool, title: str) -> None:
     print_table("", ["split", "pairs", "queries", "docs", "corpus", "corpus size"], rows)
 
 
+from gcl_eval.commands.data_get import get_command, list_command  # noqa: E402
 from gcl_eval.commands.data_synth import synth  # noqa: E402
 
 data.add_command(synth)
+data.add_command(list_command)
+data.add_command(get_command)

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import click
 
-from gcl_eval.protocol.evaluate import DEFAULT_MEASURES
+from gcl_eval.commands.options import (device_option, json_option, queries_option, sampling_option, top_k_option,
+                                      workers_option)
+from gcl_eval.measures import RUN_MEASURES
 
 
 @click.command("eval")
@@ -21,28 +23,28 @@ from gcl_eval.protocol.evaluate import DEFAULT_MEASURES
 @click.option("--images", "images_root", type=click.Path(path_type=Path), default=None,
               help="Folder the dataset's image paths are re-rooted to.")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Run folder to write.")
-@click.option("--queries", default=2000, show_default=True, type=int, help="Queries sampled per split.")
-@click.option("--top-k", default=1000, show_default=True, type=int, help="Documents retrieved per query.")
+@queries_option
+@sampling_option
+@top_k_option
 @click.option("--fields", default="title=0.5,image=0.5", show_default=True,
               help="Document field weights, NAME=WEIGHT,... (title, image).")
 @click.option("--cold-start-fields", default=None,
               help="Field weights on novel_query, novel_corpus and zero_shot (e.g. title=1 for the paper's 0.5/0.0).")
 @click.option("--measure", "-m", "measures", multiple=True,
-              help=f"Measure to compute (repeatable) [default: {', '.join(DEFAULT_MEASURES)}].")
+              help=f"Measure to compute (repeatable) [default: {', '.join(RUN_MEASURES)}].")
 @click.option("--profile", type=click.Choice(["gcl", "standard"]), default="gcl", show_default=True,
               help="Metric semantics: the reference protocol (gcl) or trec_eval/Chapelle (standard).")
 @click.option("--ground-truth", type=click.Choice(["dev", "test"]), default=None,
               help="Use the dataset's released ground-truth files instead of sampling queries.")
 @click.option("--split", "splits", multiple=True, help="Evaluate only these splits (repeatable).")
-@click.option("--device", default=None, help="cpu, cuda or cuda:N [default: cuda when available].")
+@device_option
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))
-@click.option("--workers", default=None, type=click.IntRange(min=0),
-              help="Image-decoding worker processes [default: min(4, CPUs)].")
+@workers_option("Image-decoding worker processes [default: half the CPU cores, 1 to 8].")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
               help="Autocast precision on GPU (CPU always runs fp32).")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the embedding cache.")
-@click.option("--json", "as_json", is_flag=True, help="Print result.json instead of the table.")
-def eval_command(arch, checkpoint, pretrained, seed, data, images_root, out, queries, top_k, fields,
+@json_option()
+def eval_command(arch, checkpoint, pretrained, seed, data, images_root, out, queries, sampling, top_k, fields,
                  cold_start_fields, measures, profile, ground_truth, splits, device, batch_size, workers,
                  precision, no_cache, as_json):
     """Evaluate an open_clip model on the four splits of a dataset and write a run folder.
@@ -51,24 +53,24 @@ def eval_command(arch, checkpoint, pretrained, seed, data, images_root, out, que
     run_<split>.trec. Corpus embeddings are cached by content: a second run with the same model and
     data skips encoding. Under torchrun, encoding is split across the processes.
     """
-    from gcl_eval.util.console import print_result
-    from gcl_eval.experiments.evaluate_model import OpenClipEvalConfig, evaluate_open_clip, is_main_process, valid_splits
-    from gcl_eval.retrieval.fields import FieldWeights
+    from gcl_eval.data.dataset import SPLITS
+    from gcl_eval.experiments.evaluate_model import EvalRequest, ModelToEvaluate, evaluate_and_save
     from gcl_eval.protocol.evaluate import EvalProtocol
-    from gcl_eval.protocol.results import save_run
+    from gcl_eval.retrieval.fields import FieldWeights
+    from gcl_eval.util.console import print_result
 
-    protocol = EvalProtocol(top_k=top_k, queries_per_split=queries, profile=profile,
-                            measures=tuple(measures) or DEFAULT_MEASURES, ground_truth=ground_truth,
-                            splits=valid_splits(tuple(splits)))
-    config = OpenClipEvalConfig(
-        arch=arch, data=data, checkpoint=checkpoint, pretrained=pretrained, seed=seed, images_root=images_root,
-        protocol=protocol, doc_weights=FieldWeights.parse(fields),
+    protocol = EvalProtocol(top_k=top_k, queries_per_split=queries, sampling=sampling, profile=profile,
+                            measures=tuple(measures) or RUN_MEASURES, ground_truth=ground_truth,
+                            splits=tuple(splits) or SPLITS)
+    model = ModelToEvaluate(
+        kind="open_clip", name=arch, pretrained=str(checkpoint) if checkpoint else pretrained, seed=seed,
+        doc_weights=FieldWeights.parse(fields),
         cold_start_weights=FieldWeights.parse(cold_start_fields) if cold_start_fields else None,
-        device=device, batch_size=batch_size, workers=workers, precision=precision, use_cache=not no_cache)
-    evaluation = evaluate_open_clip(config)
-    if not is_main_process():
+        batch_size=batch_size, workers=workers, precision=precision, use_cache=not no_cache)
+    evaluation = evaluate_and_save(EvalRequest(model=model, data=data, out=out, protocol=protocol,
+                                               images_root=images_root, device=device))
+    if evaluation is None:  # a torchrun process other than the main one
         return
-    save_run(evaluation.result, out, evaluation.runs)
     if as_json:
         click.echo(json.dumps(evaluation.result.to_json(), indent=2))
     else:

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from gcl_eval.commands.compare import split_list
-from gcl_eval.measures.metrics import DEFAULT_MEASURES
+from gcl_eval.measures import PAPER_MEASURES
 from gcl_eval.measures.stats import TESTS
 
 
@@ -19,7 +19,7 @@ from gcl_eval.measures.stats import TESTS
 @click.option("--max-drop", type=click.FloatRange(min=0), default=0.01, show_default=True,
               help="Largest allowed absolute drop of a cell's mean.")
 @click.option("--measures", "-m", "measures", multiple=True, metavar="M[,M...]",
-              help=f"Measures to gate, repeatable or comma-separated [default: {', '.join(DEFAULT_MEASURES)}].")
+              help=f"Measures to gate, repeatable or comma-separated [default: {', '.join(PAPER_MEASURES)}].")
 @click.option("--splits", "-s", "splits", multiple=True, metavar="S[,S...]",
               help="Splits to gate, repeatable or comma-separated [default: all of the baseline's].")
 @click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05,
@@ -40,7 +40,7 @@ def gate(baseline: Path, candidate: Path, max_drop: float, measures: tuple[str, 
     from gcl_eval.protocol.results import load_run
 
     report = run_gate(load_run(baseline), load_run(candidate), max_drop=max_drop,
-                      measures=split_list(measures) or DEFAULT_MEASURES, splits=split_list(splits) or None,
+                      measures=split_list(measures) or PAPER_MEASURES, splits=split_list(splits) or None,
                       alpha=alpha, test=test, baseline_label=str(baseline), candidate_label=str(candidate))
     summary = report.markdown()
     click.echo(summary, nl=False)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from gcl_eval.measures.stats import TESTS
+
 
 @click.group("leaderboard")
 def leaderboard() -> None:
@@ -19,7 +21,7 @@ def leaderboard() -> None:
 @click.option("--baseline", default=None, metavar="PRESET_OR_FOLDER",
               help="Run selected as the baseline of every table it belongs to: a preset name, or a run "
                    "folder (path, or relative to RESULTS_DIR). The page can switch to any other run.")
-@click.option("--test", type=click.Choice(["t", "randomization"]), default="t", show_default=True,
+@click.option("--test", type=click.Choice(TESTS), default="t", show_default=True,
               help="Paired significance test on the per-query scores (randomisation: 10,000 sign flips, "
                    "seed 0; slower).")
 @click.option("--alpha", type=float, default=0.05, show_default=True,

@@ -7,19 +7,13 @@ import sys
 
 import click
 
-from gcl_eval.measures.metrics import (
-    DEFAULT_MEASURES,
-    KNOWN_MEASURES,
-    PROFILES,
-    MetricReport,
-    evaluate_report,
-    parse_measures,
-)
+from gcl_eval.measures import KNOWN_MEASURES, PAPER_MEASURES, parse_measures
+from gcl_eval.measures.metrics import PROFILES, MetricReport, evaluate_report
 from gcl_eval.measures.trec import read_qrels, read_run
 
 _MEASURE_HELP = (
     "A measure to compute; repeat for more (default: "
-    + ", ".join(DEFAULT_MEASURES)
+    + ", ".join(PAPER_MEASURES)
     + "). Forms: "
     + ", ".join(KNOWN_MEASURES)
     + "."
@@ -99,7 +93,7 @@ def _print_rich(report: MetricReport, by_query: bool) -> None:
     type=click.Choice(PROFILES),
     default="gcl",
     show_default=True,
-    help="gcl: the GCL reference semantics (SPEC section 7); "
+    help="gcl: the GCL reference evaluation semantics; "
     "standard: trec_eval, Chapelle's ERR, binary RBP (docs/metrics.md).",
 )
 @click.option(
@@ -121,7 +115,7 @@ def metrics(
 ) -> None:
     """Score the TREC run file RUN (qid Q0 docid rank score tag) against the TREC qrels file QRELS
     (qid 0 docid grade)."""
-    parsed = parse_measures(measures or DEFAULT_MEASURES)  # a bad name fails before the files are read
+    parsed = parse_measures(measures or PAPER_MEASURES)  # a bad name fails before the files are read
     report = evaluate_report(read_qrels(qrels), read_run(run), parsed, profile, max_grade=max_grade)
     if as_json:
         click.echo(_as_json(report, qrels, run, by_query))

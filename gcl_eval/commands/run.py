@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from gcl_eval.commands.options import (device_option, json_option, queries_option, sampling_option, top_k_option,
+                                      workers_option)
 from gcl_eval.experiments.preset import DEFAULT_PRESET
 
 
@@ -17,17 +19,18 @@ from gcl_eval.experiments.preset import DEFAULT_PRESET
               help="Dataset folder [default: the built-in synthetic dataset, generated once into the cache].")
 @click.option("--out", "out", type=click.Path(path_type=Path), default=None,
               help="Run folder to write [default: runs/<preset>].")
-@click.option("--queries", default=2000, show_default=True, type=int, help="Queries sampled per split.")
-@click.option("--top-k", default=1000, show_default=True, type=int, help="Documents retrieved per query.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the query sample.")
+@queries_option
+@top_k_option
+@click.option("--seed", default=1, show_default=True, type=int, help="Seed of the query sample (the reference's 1).")
+@sampling_option
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the preset's epochs.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Override the preset's batch size.")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None,
               help="Cap training at this many optimizer steps (a smaller budget than the preset's epochs).")
-@click.option("--device", default=None, help="cpu, cuda or cuda:N [default: cuda when available].")
-@click.option("--workers", default=None, type=click.IntRange(min=0), help="Data-loading worker processes.")
-@click.option("--json", "as_json", is_flag=True, help="Print result.json instead of the table.")
-def run(model, data, out, queries, top_k, seed, epochs, batch_size, max_steps, device, workers, as_json):
+@device_option
+@workers_option()
+@json_option()
+def run(model, data, out, queries, top_k, seed, sampling, epochs, batch_size, max_steps, device, workers, as_json):
     """Train (if the preset trains) and evaluate a preset on the four splits; write a run folder.
 
     With no options: the tiny-gcl preset on the built-in synthetic dataset, on this CPU in minutes.
@@ -35,13 +38,14 @@ def run(model, data, out, queries, top_k, seed, epochs, batch_size, max_steps, d
     a second run only evaluates.
     """
     from gcl_eval.experiments.pipeline import RunOptions, run_preset
-    from gcl_eval.util.console import print_result
     from gcl_eval.protocol.evaluate import EvalProtocol
+    from gcl_eval.util.console import print_result
 
     overrides = tuple((k, v) for k, v in (("epochs", epochs), ("batch_size", batch_size), ("max_steps", max_steps))
                       if v is not None)
     options = RunOptions(model=model, data=data, out=out, device=device, workers=workers, train_overrides=overrides,
-                         protocol=EvalProtocol(top_k=top_k, queries_per_split=queries, seed=seed))
+                         protocol=EvalProtocol(top_k=top_k, queries_per_split=queries, seed=seed,
+                                               sampling=sampling))
     evaluation, folder = run_preset(options)
     if as_json:
         click.echo(json.dumps(evaluation.result.to_json(), indent=2))

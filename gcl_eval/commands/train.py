@@ -66,7 +66,8 @@ def _parse_stw_params(values) -> tuple[tuple[str, object], ...]:
 @click.option("--precision", type=click.Choice(PRECISIONS), default=_DEFAULTS.precision, show_default=True)
 @click.option("--grad-clip", type=float, help="Clip the gradient norm to this value.")
 @click.option("--grad-cache-chunk", type=int, help="Gradient cache: run the towers in chunks of this many rows.")
-@click.option("--device", default=_DEFAULTS.device, show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option("--device", default=_DEFAULTS.device, show_default=True,
+              help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps.")
 @click.option("--workers", "num_workers", type=int,
               help="DataLoader worker processes (image decoding) [default: half the CPU cores, 1 to 8].")
 @click.option("--checkpoint-every", type=int, default=_DEFAULTS.checkpoint_every, show_default=True,
@@ -81,7 +82,7 @@ def train(data, out, resume, as_json, fields, stw_param, **options) -> None:
     open_clip.create_model_and_transforms(arch, pretrained=OUT/model.pt)), train.json and DONE.
     """
     from gcl_eval.retrieval.fields import FieldWeights
-    from gcl_eval.util import distributed
+    from gcl_eval.util.distributed import is_main_process
     from trainers.loop import train as run_training
 
     if fields:
@@ -89,7 +90,7 @@ def train(data, out, resume, as_json, fields, stw_param, **options) -> None:
     options["stw_params"] = _parse_stw_params(stw_param)
     config = TrainConfig(**options)
     result = run_training(config, data, out, resume=resume)
-    if distributed.rank() != 0:
+    if not is_main_process():  # under torchrun, rank 0 reports
         return
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))

@@ -1,4 +1,4 @@
-"""The in-memory model of a ranked dataset (SPEC section 1).
+"""The in-memory model of a ranked dataset split four ways (docs/data.md).
 
 A Dataset holds, per split, a pairs table (query_id, query, doc_id, score) and, per corpus, a
 Documents table (doc_id -> title, image reference). Ids are always strings. Images are never
@@ -32,6 +32,7 @@ SPLIT_CORPUS: dict[str, str] = {
 CORPORA: tuple[str, ...] = ("corpus_1", "corpus_2")
 TRAIN_QUERY_SPLITS = ("in_domain", "novel_corpus")
 EVAL_QUERY_SPLITS = ("novel_query", "zero_shot")
+COLD_START_SPLITS = ("novel_query", "novel_corpus", "zero_shot")  # the query, the corpus or both unseen in training
 
 PAIR_COLUMNS = ("query_id", "query", "doc_id", "score")
 DOC_COLUMNS = ("doc_id", "title", "image")

@@ -1,8 +1,9 @@
 """The Hugging Face parquet layout of Marqo-GS-10M, and images kept inside parquet files.
 
-Per split one or more parquet files named `<split>.parquet`, `<split>-*.parquet` or
-`data/<split>-*.parquet`, with HF split names in_domain, novel_document (our novel_corpus; the name
-novel_corpus is accepted too), novel_query and zero_shot. Columns used: query, product_id, the score
+Per split one or more parquet files named `<split>.parquet`, `<split>-*.parquet`,
+`data/<split>-*.parquet` or `default/<split>/*.parquet` (the Hub's parquet export), with HF split
+names in_domain, novel_document (our novel_corpus; the name novel_corpus is accepted too),
+novel_query and zero_shot; a snapshot may hold only some of them. Columns used: query, product_id, the score
 column (score_linear), query_id when present, title and image when present. `image` is either raw
 bytes or the struct {bytes, path} that the `datasets` Image feature writes. Products of in_domain and
 novel_query form corpus_1, those of novel_document and zero_shot corpus_2; a product's title and
@@ -35,10 +36,14 @@ HF_SPLIT_NAMES: dict[str, tuple[str, ...]] = {
 }
 
 
+SPLIT_FILE_PATTERNS = ("{name}.parquet", "{name}-*.parquet", "data/{name}-*.parquet", "default/{name}/*.parquet")
+
+
 def split_files(root: Path, name: str) -> list[Path]:
     """The parquet files of one HF split name, sorted (shards in order)."""
-    found = set(root.glob(f"{name}.parquet")) | set(root.glob(f"{name}-*.parquet"))
-    found |= set((root / "data").glob(f"{name}-*.parquet"))
+    found: set[Path] = set()
+    for pattern in SPLIT_FILE_PATTERNS:
+        found |= set(root.glob(pattern.format(name=name)))
     return sorted(found)
 
 
@@ -55,26 +60,33 @@ def find_hf_files(root: Path) -> dict[str, list[Path]]:
 
 
 def read_hf(root: str | Path, *, score_column: str = "score_linear") -> Dataset:
-    """Read the HF parquet layout (see module docstring) into a four-split Dataset."""
+    """Read the HF parquet layout (see module docstring) into a Dataset of the splits present.
+
+    A snapshot holding only some splits reads those (`extra["missing_splits"]` names the others);
+    a corpus is then made of the products of the splits present only.
+    """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: missing dataset folder")
     files = find_hf_files(root)
-    for split in SPLITS:
-        if split not in files:
-            name = HF_SPLIT_NAMES[split][0]
-            raise DataError(f"{root}: no parquet file for split {name!r} (looked for {name}.parquet, "
-                            f"{name}-*.parquet, data/{name}-*.parquet)")
+    if not files:
+        looked = ", ".join(p.format(name="<split>") for p in SPLIT_FILE_PATTERNS)
+        raise DataError(f"{root}: no parquet file of any split ({', '.join(n[0] for n in HF_SPLIT_NAMES.values())}); "
+                        f"looked for {looked}")
+    splits = [s for s in SPLITS if s in files]
     store = ParquetImageStore(root)
     pairs, fields = {}, {}
-    for split in SPLITS:
+    for split in splits:
         pairs[split], fields[split] = read_parquet_pairs(files[split], root, store, score_column=score_column)
     corpora = {}
-    for corpus in sorted(set(SPLIT_CORPUS.values())):
-        parts = [fields[s] for s in SPLITS if SPLIT_CORPUS[s] == corpus]
+    for corpus in sorted({SPLIT_CORPUS[s] for s in splits}):
+        parts = [fields[s] for s in splits if SPLIT_CORPUS[s] == corpus]
         corpora[corpus] = documents_from_rows(pd.concat(parts, ignore_index=True), store)
-    return Dataset(name=root.resolve().name, pairs=pairs, corpora=corpora, split_corpus=dict(SPLIT_CORPUS),
-                   root=root, extra={"format": "hf", "score_column": score_column})
+    extra = {"format": "hf", "score_column": score_column}
+    if len(splits) < len(SPLITS):
+        extra["missing_splits"] = [s for s in SPLITS if s not in files]
+    return Dataset(name=root.resolve().name, pairs=pairs, corpora=corpora,
+                   split_corpus={s: SPLIT_CORPUS[s] for s in splits}, root=root, extra=extra)
 
 
 def read_parquet_pairs(files: Sequence[Path], root: Path, store: "ParquetImageStore", *,

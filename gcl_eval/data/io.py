@@ -26,7 +26,8 @@ def detect_format(path: Path) -> str:
         return "beir"
     raise DataError(
         f"{path}: not a dataset folder; looked for corpus_1.json (Marqo-GS layout), "
-        "<split>.parquet, <split>-*.parquet or data/<split>-*.parquet (Hugging Face layout) "
+        "<split>.parquet, <split>-*.parquet, data/<split>-*.parquet or default/<split>/*.parquet "
+        "(Hugging Face layout) "
         "and corpus.jsonl (BEIR layout)"
     )
 

@@ -1,4 +1,4 @@
-"""The Marqo-GS folder layout (SPEC section 1): reader and writer.
+"""The Marqo-GS folder layout (docs/data.md): reader and writer.
 
     corpus_1.json, corpus_2.json       {product_id: {"title": str, "image_local": path, ...}}
     <stem>.csv                         one per split: query, product_id, score column, [query_id, ...]
@@ -14,8 +14,6 @@ import hashlib
 import json
 import os
 import re
-import secrets
-import shutil
 from pathlib import Path
 from typing import Mapping
 
@@ -24,6 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from gcl_eval.util.atomic import atomic_folder
 from gcl_eval.util.console import track
 from gcl_eval.data.dataset import (
     CORPORA,
@@ -156,8 +155,20 @@ def _check_in_corpus(pairs: pd.DataFrame, docs: Documents, path: Path, corpus: s
         )
 
 
+# The reference evaluation keys ground truth by the query text followed by this separator.
+REFERENCE_KEY_SUFFIX = "_{!@#~}_"
+
+
+def plain_query_key(key: str) -> str:
+    """A ground-truth query key without the reference's suffix: "red dress_{!@#~}_" -> "red dress"."""
+    return key[: -len(REFERENCE_KEY_SUFFIX)] if key.endswith(REFERENCE_KEY_SUFFIX) else key
+
+
 def read_ground_truth(path: Path, docs: Documents, corpus: str) -> dict[str, dict[str, int]]:
-    """A released ground-truth file: {query key: {product_id: integer grade}}, ids checked."""
+    """A released ground-truth file: {query key: {product_id: integer grade}}, ids checked.
+
+    Keys are query ids or texts, plain or in the reference's "<query>_{!@#~}_" form (read as plain).
+    """
     data = load_json(path)
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a JSON object {{query: {{product_id: grade}}}}")
@@ -173,7 +184,10 @@ def read_ground_truth(path: Path, docs: Documents, corpus: str) -> dict[str, dic
             if isinstance(grade, bool) or not isinstance(grade, (int, float)) or grade != int(grade):
                 raise DataError(f"{path}: query {query!r}, product_id {pid!r}: grade {grade!r}, expected an integer")
             row[pid] = int(grade)
-        out[str(query)] = row
+        key = plain_query_key(str(query))
+        if key in out:
+            raise DataError(f"{path}: query {key!r} appears twice (plain and with the {REFERENCE_KEY_SUFFIX!r} suffix)")
+        out[key] = row
     return out
 
 
@@ -196,10 +210,7 @@ def write_marqo(
     """
     out = Path(out)
     _check_writable(dataset, out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    tmp.mkdir()
-    try:
+    with atomic_folder(out) as tmp:
         refs = {name: _image_refs(dataset.corpora[name], tmp) for name in CORPORA}
         for name in CORPORA:
             _write_corpus(dataset.corpora[name].table, refs[name], tmp / f"{name}.json")
@@ -214,10 +225,6 @@ def write_marqo(
             target = _inside(tmp, rel)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
-        _move_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -246,20 +253,6 @@ def _inside(folder: Path, rel: str) -> Path:
     if target.exists():
         raise GclError(f"extra file {rel!r}: would replace a file of the dataset")
     return target
-
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    old = out.parent / f".{out.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
-    os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        os.replace(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")

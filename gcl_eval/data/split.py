@@ -1,4 +1,4 @@
-"""The quadruple split (SPEC section 1) built from any ranked pair table.
+"""The quadruple split (docs/data.md) built from any ranked pair table.
 
 Queries are split train/eval (default 80/20) and documents corpus_1/corpus_2 (default 50/50), both
 by a seeded permutation of the sorted distinct ids, so the result depends on the seed and the set of

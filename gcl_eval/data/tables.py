@@ -2,7 +2,8 @@
 
 A parsed table is cached in cache_dir("tables") under a name derived from the source file's
 resolved path, size and mtime_ns plus a parser tag, so a read-only dataset folder works, an edited
-file is parsed again and a corrupt cache file is rebuilt. Every CSV column is read as a string:
+file is parsed again and a corrupt cache file is rebuilt; two processes reading the same file at
+once parse it once (a file lock per source in the cache folder). Every CSV column is read as a string:
 ids keep their leading zeros ("00123") and callers convert numeric columns themselves, which lets
 them name the first bad row instead of failing inside the parser.
 """
@@ -12,8 +13,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -21,6 +20,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from gcl_eval.util.atomic import atomic_file, file_lock
 from gcl_eval.util.paths import cache_dir
 from gcl_eval.util.errors import DataError
 
@@ -52,7 +52,11 @@ def load_json(path: Path):
 
 
 def cached_table(path: Path, tag: str, parse: Callable[[Path], pa.Table]) -> pa.Table:
-    """`parse(path)`, or the parquet copy of an earlier parse of the same file version."""
+    """`parse(path)`, or the parquet copy of an earlier parse of the same file version.
+
+    Looked up and built under a lock per source file, so two processes reading the same file at
+    once parse it once: the second waits and reads the first one's copy.
+    """
     _require_file(path)
     resolved = path.resolve()
     stat = resolved.stat()
@@ -60,15 +64,16 @@ def cached_table(path: Path, tag: str, parse: Callable[[Path], pa.Table]) -> pa.
     stem = hashlib.sha256(f"{CACHE_FORMAT}|{tag}|{resolved}".encode()).hexdigest()[:24]
     version = hashlib.sha256(f"{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
     cached = folder / f"{stem}-{version}.parquet"
-    if cached.is_file():
-        try:
-            return pq.read_table(cached)
-        except Exception:  # noqa: BLE001 - any unreadable cache file is rebuilt
-            _unlink(cached)
-    table = parse(resolved)
-    after = resolved.stat()
-    if (after.st_size, after.st_mtime_ns) == (stat.st_size, stat.st_mtime_ns):  # not edited meanwhile
-        _store(table, cached, stale=folder.glob(f"{stem}-*.parquet"))
+    with file_lock(folder / stem, best_effort=True):
+        if cached.is_file():
+            try:
+                return pq.read_table(cached)
+            except Exception:  # noqa: BLE001 - any unreadable cache file is rebuilt
+                _unlink(cached)
+        table = parse(resolved)
+        after = resolved.stat()
+        if (after.st_size, after.st_mtime_ns) == (stat.st_size, stat.st_mtime_ns):  # not edited meanwhile
+            _store(table, cached, stale=folder.glob(f"{stem}-*.parquet"))
     return table
 
 
@@ -78,13 +83,8 @@ def _store(table: pa.Table, target: Path, stale) -> None:
         for old in stale:
             if old != target:
                 _unlink(old)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".parquet")
-        os.close(fd)
-        try:
+        with atomic_file(target) as tmp:
             pq.write_table(table, tmp, compression="zstd")
-            os.replace(tmp, target)
-        finally:
-            _unlink(Path(tmp))
     except OSError:
         pass  # an unwritable cache only costs a re-parse next time
 

@@ -1,109 +1,148 @@
-"""`gcl-eval eval` as a library call: load a model and a dataset, run the protocol, save the run folder."""
+"""The one evaluation path, shared by `gcl-eval eval` and `gcl-eval run`: a model (open_clip, text or BM25)
+becomes a retriever, the protocol runs on a dataset, and the result records what was evaluated.
+
+Dense models encode through the embedding cache; field weights may differ on the cold-start splits
+(the paper's "0.5/0.0": image and title in-domain, title only where the query or corpus is new). Under
+torchrun, `evaluate_and_save` splits encoding across the processes and the main one writes the folder.
+"""
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
-from gcl_eval.data.dataset import SPLITS
-from gcl_eval.util.errors import GclError
+from gcl_eval.data.dataset import COLD_START_SPLITS
+from gcl_eval.experiments.checkpoints import Training
+from gcl_eval.experiments.preset import Preset
+from gcl_eval.experiments.record import Weights, model_record
+from gcl_eval.protocol.evaluate import EvalProtocol, Evaluation, evaluate_dataset
 from gcl_eval.retrieval.fields import FieldWeights
 from gcl_eval.util.threads import budget_cpu_threads, default_workers
-from gcl_eval.protocol.evaluate import EvalProtocol, Evaluation, evaluate_dataset
-
-COLD_START_SPLITS = ("novel_query", "novel_corpus", "zero_shot")
 
 
 @dataclass(frozen=True)
-class OpenClipEvalConfig:
-    """An open_clip model to evaluate: architecture plus checkpoint file, pretrained tag or seeded init."""
+class ModelToEvaluate:
+    """A model and how it scores documents.
 
-    arch: str
-    data: Path
-    checkpoint: Path | None = None
+    Weights by kind: "open_clip" ``name`` is the architecture, ``pretrained`` a pretrained tag or a
+    checkpoint path (None: the init seeded with ``seed``); "text" ``name`` is the text model;
+    "bm25" has none (``bm25``: backend, k1, b). A finished ``training`` run replaces them.
+    """
+
+    kind: str
+    name: str = ""
     pretrained: str | None = None
     seed: int = 0
-    images_root: Path | None = None
-    protocol: EvalProtocol = field(default_factory=EvalProtocol)
-    doc_weights: FieldWeights = field(default_factory=lambda: FieldWeights.of(title=0.5, image=0.5))
-    cold_start_weights: FieldWeights | None = None  # e.g. title only on the cold-start splits ("0.5/0.0")
-    device: str | None = None  # None: cuda when available, else cpu
+    prefixes: str = "e5"  # text models: the query/document prefix convention
+    bm25: Mapping = field(default_factory=dict)
+    training: Training | None = None
+    doc_weights: FieldWeights | None = None
+    cold_start_weights: FieldWeights | None = None  # on COLD_START_SPLITS instead of doc_weights
     batch_size: int = 256
-    workers: int | None = None  # None: half the CPU cores (gcl_eval.util.threads)
+    workers: int | None = None  # image-decoding processes; None: half the CPU cores (gcl_eval.util.threads)
     precision: str = "fp32"
     use_cache: bool = True
 
 
-def resolve_device(device: str | None) -> str:
-    import torch
+def evaluate_model(model: ModelToEvaluate, dataset, protocol: EvalProtocol, *, device: str,
+                   preset: Preset | None = None, labels: Mapping | None = None,
+                   started: float | None = None) -> Evaluation:
+    """Build the retriever, run the protocol on every split, record the model; nothing is written.
 
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise GclError(f"device {device!r} requested but CUDA is not available")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise GclError(f"unknown device {device!r}; expected cpu, cuda or cuda:N")
-    return device
-
-
-def init_distributed(device: str) -> None:
-    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1)."""
-    import torch
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
-        return
-    backend = "nccl" if device.startswith("cuda") else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend=backend)
-
-
-def is_main_process() -> bool:
-    import torch.distributed as dist
-
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
-def evaluate_open_clip(config: OpenClipEvalConfig) -> Evaluation:
-    """Load, encode (with the embedding cache), search and score every split; nothing is written."""
-    from gcl_eval.data.io import read_dataset
-    from gcl_eval.retrieval.dense import DenseRetriever
-    from gcl_eval.retrieval.embedding_cache import EmbeddingCache
-    from gcl_eval.retrieval.encoders import OpenClipEncoder
-    from gcl_eval.retrieval.models import load_open_clip
-
-    config.protocol.validate()
-    device = resolve_device(config.device)
-    init_distributed(device)
-    started = time.perf_counter()
-    dataset = read_dataset(config.data, images_root=config.images_root)
-    pretrained = str(config.checkpoint) if config.checkpoint else config.pretrained
-    loaded = load_open_clip(config.arch, pretrained, seed=config.seed, device=device)
-    workers = config.workers if config.workers is not None else default_workers()
-    budget_cpu_threads(workers, device)
-    encoder = OpenClipEncoder(loaded, device=device, batch_size=config.batch_size, num_workers=workers,
-                              precision=config.precision)
-    split_weights = {s: config.cold_start_weights for s in COLD_START_SPLITS} if config.cold_start_weights else {}
-    model_info = {"arch": config.arch, "source": loaded.source, "checkpoint_sha256": loaded.weights_sha256,
-                  "encoder": "open_clip", "precision": encoder.precision}
-    cache = EmbeddingCache() if config.use_cache else None
-    retriever = DenseRetriever(encoder, doc_weights=config.doc_weights, split_doc_weights=split_weights,
-                               cache=cache, model_info=model_info, device=device)
-    load_s = time.perf_counter() - started
-    evaluation = evaluate_dataset(retriever, dataset, config.protocol, device=device)
-    evaluation.result.model = retriever.describe()
-    evaluation.result.timings["load_s"] = round(load_s, 3)
-    evaluation.result.timings["total_s"] = round(time.perf_counter() - started, 3)
+    ``preset`` and ``labels`` go into the record (gcl_eval.experiments.record); ``started``: when the whole
+    job began (perf_counter), for total_s."""
+    t0 = time.perf_counter()
+    retriever, weights = build_retriever(model, device)
+    load_s = time.perf_counter() - t0
+    record = model_record(retrieval=retriever.describe(), preset=preset, training=model.training,
+                          weights=weights, labels=labels)
+    evaluation = evaluate_dataset(retriever, dataset, protocol, model_info=record, device=device)
+    timings = evaluation.result.timings
+    timings["load_s"] = round(load_s, 3)
+    if model.training is not None:
+        timings.update(train_s=round(model.training.seconds, 3), checkpoint_reused=model.training.reused)
+    timings["total_s"] = round(time.perf_counter() - (t0 if started is None else started), 3)
+    cache = getattr(retriever, "cache", None)
     if cache is not None:
-        evaluation.result.timings["embedding_cache"] = cache.stats.as_dict()
+        timings["embedding_cache"] = cache.stats.as_dict()
     return evaluation
 
 
-def valid_splits(names: tuple[str, ...]) -> tuple[str, ...]:
-    unknown = [n for n in names if n not in SPLITS]
-    if unknown:
-        raise GclError(f"unknown split {unknown[0]!r}; known: {', '.join(SPLITS)}")
-    return names or SPLITS
+def build_retriever(model: ModelToEvaluate, device: str):
+    """(retriever, Weights or None for BM25)."""
+    if model.kind == "bm25":
+        from baselines.bm25 import BM25Retriever
+
+        return BM25Retriever(**model.bm25), None
+    from gcl_eval.retrieval.dense import DenseRetriever
+    from gcl_eval.retrieval.embedding_cache import EmbeddingCache
+
+    workers = model.workers if model.workers is not None else default_workers()
+    budget_cpu_threads(workers, device)
+    if model.kind == "open_clip":
+        encoder, weights = _open_clip_encoder(model, device, workers)
+    else:
+        encoder, weights = _text_encoder(model, device)
+    split_weights = {s: model.cold_start_weights for s in COLD_START_SPLITS} if model.cold_start_weights else {}
+    retriever = DenseRetriever(encoder, doc_weights=model.doc_weights, split_doc_weights=split_weights,
+                               cache=EmbeddingCache() if model.use_cache else None, device=device)
+    return retriever, weights
+
+
+def _open_clip_encoder(model: ModelToEvaluate, device: str, workers: int):
+    from gcl_eval.retrieval.encoders import OpenClipEncoder
+    from gcl_eval.retrieval.models import load_open_clip
+
+    if model.training is not None:
+        loaded = model.training.trained.model
+    else:
+        loaded = load_open_clip(model.name, model.pretrained, seed=model.seed, device=device)
+    encoder = OpenClipEncoder(loaded, device=device, batch_size=model.batch_size, num_workers=workers,
+                              precision=model.precision)
+    return encoder, Weights("open_clip", loaded.arch, loaded.source, loaded.weights_sha256, encoder.precision)
+
+
+def _text_encoder(model: ModelToEvaluate, device: str):
+    from baselines.text_encoder import TextModelEncoder, text_model_sha256
+    from trainers.text_model import load_text_model
+
+    if model.training is not None:
+        text, digest = model.training.trained.model, model.training.trained.sha256
+    else:
+        text = load_text_model(model.name, prefixes=model.prefixes, device=device)
+        digest = text_model_sha256(text)
+    encoder = TextModelEncoder(text, digest, batch_size=model.batch_size, device=device, precision=model.precision)
+    return encoder, Weights("text", model.name, text.source, digest, encoder.precision)
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    """`gcl-eval eval`: a model on a dataset folder, written to a run folder."""
+
+    model: ModelToEvaluate
+    data: Path
+    out: Path
+    protocol: EvalProtocol = field(default_factory=EvalProtocol)
+    images_root: Path | None = None  # the folder the dataset's image paths are re-rooted to
+    device: str | None = None  # None or "auto": cuda, then mps, then cpu (gcl_eval.util.distributed)
+
+
+def evaluate_and_save(request: EvalRequest) -> Evaluation | None:
+    """Evaluate and save the run folder; the evaluation, or None on a torchrun process other than the
+    main one (it only helped encode)."""
+    from gcl_eval.data.io import read_dataset
+    from gcl_eval.protocol.results import save_run
+    from gcl_eval.util.distributed import init_distributed, is_main_process, resolve_device
+
+    started = time.perf_counter()
+    request.protocol.validate()
+    device = resolve_device(request.device)
+    init_distributed(device)
+    dataset = read_dataset(request.data, images_root=request.images_root)
+    evaluation = evaluate_model(request.model, dataset, request.protocol, device=str(device), started=started)
+    if not is_main_process():
+        return None
+    save_run(evaluation.result, request.out, evaluation.runs)
+    return evaluation

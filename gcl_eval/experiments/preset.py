@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gcl_eval.util.errors import GclError
+from gcl_eval.retrieval import EVAL_PRECISIONS
 from gcl_eval.retrieval.fields import FieldWeights
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -25,7 +26,6 @@ MODEL_KEYS = {"open_clip": {"kind", "arch", "pretrained"}, "text": {"kind", "tex
               "bm25": {"kind", "backend", "k1", "b"}}
 TOP_KEYS = {"description", "family", "track", "needs", "model", "train", "eval"}
 EVAL_KEYS = {"doc_fields", "cold_start_fields", "batch_size", "precision"}
-EVAL_PRECISIONS = ("fp32", "bf16")  # bf16: text models under autocast anywhere, open_clip models on CUDA
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,22 @@ class Preset:
         if self.kind == "text" and self.model.get("text_model") == "minilm":
             out.append("text extra (packaged MiniLM weights)")
         return out
+
+    def train_config(self, overrides: dict | None = None):
+        """The trainers.config.TrainConfig it trains with: the model source from [model], the recipe from
+        [train], then ``overrides`` (runtime options such as device, or a suite's seed)."""
+        from trainers.config import TrainConfig
+
+        options = dict(self.train or {})
+        if self.kind == "open_clip":
+            options.update(arch=self.model["arch"], pretrained=self.model.get("pretrained") or None)
+        else:
+            options.update(text_model=self.model["text_model"])
+        options.update(overrides or {})
+        try:
+            return TrainConfig.from_dict(options)
+        except TypeError as err:
+            raise GclError(f"preset {self.name}: bad [train] table ({err})") from None
 
     def summary(self) -> dict:
         return {"name": self.name, "family": self.family, "track": self.track, "trains": self.trains,
@@ -92,19 +108,11 @@ def preset_with_overrides(name_or_path: str | Path, *, train: dict | None = None
         data["eval"] = {**data.get("eval", {}), **evaluation}
     preset = _parse(path.stem, data, path)
     if train:
-        from trainers.config import TrainConfig
-
         try:
-            TrainConfig.from_dict({**preset.train, **_model_source(preset)})
-        except (GclError, TypeError) as err:
+            preset.train_config()
+        except GclError as err:
             raise GclError(f"{where}preset {path.stem}: bad [train] override ({err})") from None
     return preset
-
-
-def _model_source(preset: Preset) -> dict:
-    if preset.kind == "open_clip":
-        return {"arch": preset.model["arch"]}
-    return {"text_model": preset.model["text_model"]}
 
 
 def _read(name_or_path: str | Path) -> tuple[Path, dict]:

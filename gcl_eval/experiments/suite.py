@@ -21,7 +21,7 @@ a list of runs and the comparisons to report:
 A run of a preset that trains is repeated once per seed (training seeds 0..N-1; the evaluation's query
 sample is the same for every seed, so per-query scores pair across seeds and models); a zero-shot run
 is deterministic and runs once. This module only reads definitions and expands them into run specs;
-running them is gcl_eval.commands.suite, summarising them gcl_eval.report.suite_summary.
+running them is gcl_eval.experiments.suite_run, summarising them gcl_eval.report.suite_summary.
 """
 
 from __future__ import annotations
@@ -92,6 +92,10 @@ class RunSpec:
 
 def suite_names() -> list[str]:
     return sorted(p.stem for p in SUITE_DIR.glob("*.toml"))
+
+
+def packaged_suites() -> list[Suite]:
+    return [load_suite(name) for name in suite_names()]
 
 
 def load_suite(name_or_path: str | Path) -> Suite:

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from gcl_eval.util.atomic import atomic_file
 from gcl_eval.util.errors import DataError
 
 QRELS_FORMAT = "'qid 0 docid grade' (4 fields, integer grade)"
@@ -24,7 +24,7 @@ RUN_FORMAT = "'qid Q0 docid rank score tag' (6 fields, integer rank, numeric sco
 
 
 def _lines(path: str | os.PathLike):
-    """(line number, fields) of each non-blank line; a missing or unreadable file is a DataError."""
+    """(line number, fields, line) of each non-blank line; a missing or unreadable file is a DataError."""
     path = Path(path)
     try:
         handle = path.open("r", encoding="utf-8")
@@ -116,15 +116,8 @@ def _is_integer(value: object) -> bool:
 
 def _write_atomically(path: str | os.PathLike, lines) -> None:
     """Write through a temporary file in the same folder and rename it: a crash leaves no partial file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.writelines(lines)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp, open(tmp, "x", encoding="utf-8", newline="\n") as handle:
+        handle.writelines(lines)
 
 
 def write_qrels(path: str | os.PathLike, qrels: Mapping[str, Mapping[str, int]]) -> None:

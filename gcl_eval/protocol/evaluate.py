@@ -1,4 +1,4 @@
-"""The four-split evaluation protocol (SPEC section 7): qrels, query sample, search, per-query metrics.
+"""The four-split evaluation protocol (docs/evaluation.md): qrels, query sample, search, per-query metrics.
 
 Per split: grades from scores (min-max to 1..100), the query sample (weighted by summed grades,
 seeded, capped) or a released dev/test ground-truth file, the ground truth cut at top_k, a search of
@@ -17,13 +17,12 @@ import pandas as pd
 
 from gcl_eval.data.dataset import SPLITS, Dataset, Documents
 from gcl_eval.util.errors import DataError, GclError
+from gcl_eval.measures import RUN_MEASURES
 from gcl_eval.measures.metrics import PROFILES, evaluate_arrays, measure_names
-from gcl_eval.protocol.qrels import Qrels, build_qrels, grades_from_scores, sample_queries
+from gcl_eval.protocol.qrels import Qrels, build_qrels, grades_from_scores
+from gcl_eval.protocol.sampling import DEFAULT_SAMPLING, REFERENCE_SEED, SAMPLING_RULES, check_sampling, sample_queries
 from gcl_eval.protocol.results import RunResult, SplitRun, environment_info
 
-DEFAULT_MEASURES = ("nDCG@10", "ERR", "RBP(p=0.9)", "RBP(p=0.8)", "RBP(p=0.7)", "MAP@1000", "MRR@1000",
-                    "R@10", "R@100", "P@10")
-SAMPLING = "weighted by summed grades, without replacement, numpy.random.default_rng(seed)"
 CURVE_DEPTH = 100  # result.json carries mean nDCG@k for k = 1..CURVE_DEPTH per split (leaderboard plots)
 
 
@@ -33,11 +32,12 @@ class EvalProtocol:
 
     top_k: int = 1000
     queries_per_split: int = 2000
-    seed: int = 0
+    seed: int = REFERENCE_SEED
     profile: str = "gcl"
-    measures: tuple[str, ...] = DEFAULT_MEASURES
+    measures: tuple[str, ...] = RUN_MEASURES
     ground_truth: str | None = None  # "dev" or "test": the dataset's released files replace the sample
     splits: tuple[str, ...] = SPLITS
+    sampling: str = DEFAULT_SAMPLING  # the query-sample rule (gcl_eval.protocol.sampling)
 
     def validate(self) -> None:
         if self.top_k <= 0:
@@ -49,10 +49,14 @@ class EvalProtocol:
         if self.ground_truth not in (None, "dev", "test"):
             raise GclError(f"ground truth must be dev or test (got {self.ground_truth!r})")
         measure_names(self.measures)  # raises on an unknown measure name
+        unknown = [s for s in self.splits if s not in SPLITS]
+        if unknown:
+            raise GclError(f"unknown split {unknown[0]!r}; known: {', '.join(SPLITS)}")
+        check_sampling(self.sampling)
 
     def to_json(self) -> dict:
-        return {"top_k": self.top_k, "queries_per_split": self.queries_per_split,
-                "sampling": f"{self.ground_truth} ground-truth file" if self.ground_truth else SAMPLING,
+        sampling = f"{self.ground_truth} ground-truth file" if self.ground_truth else SAMPLING_RULES[self.sampling]
+        return {"top_k": self.top_k, "queries_per_split": self.queries_per_split, "sampling": sampling,
                 "seed": self.seed, "metric_profile": self.profile, "measures": list(self.measures),
                 "splits": list(self.splits)}
 
@@ -84,8 +88,7 @@ def split_queries(dataset: Dataset, split: str, protocol: EvalProtocol) -> Split
         query_ids = graded["query_id"].drop_duplicates().to_numpy(dtype=object)
     else:
         graded = pairs.assign(grade=grades_from_scores(pairs["score"].to_numpy()))
-        query_ids = sample_queries(graded["query_id"].to_numpy(), graded["grade"].to_numpy(),
-                                   protocol.queries_per_split, protocol.seed)
+        graded, query_ids = sample_queries(graded, protocol.queries_per_split, protocol.seed, protocol.sampling)
     qrels = build_qrels(graded, corpus_ids, query_ids, protocol.top_k)
     return SplitQueries(qrels, [texts_by_id[q] for q in qrels.query_ids])
 

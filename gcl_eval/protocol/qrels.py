@@ -1,4 +1,4 @@
-"""Graded ground truth for one split, as the reference protocol builds it (SPEC section 7, steps 1-2).
+"""Graded ground truth for one split, as the reference protocol builds it (grades, top-k ground truth).
 
 Everything is arrays: a query's ground truth is a row of document indices into the split's corpus
 and a row of integer grades, padded with -1 / 0, so retrieved documents are graded in one
@@ -32,23 +32,6 @@ def grades_from_scores(scores) -> np.ndarray:
     scaled = 1.0 + (MAX_GRADE - 1) * (s - lo) / (hi - lo)
     # 1e-9 keeps exact integers exact: 1 + 99 * (s - 1) / 99 can land a hair below s
     return np.floor(scaled + 1e-9).astype(np.int64)
-
-
-def sample_queries(query_ids: np.ndarray, grades: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """Draw up to n distinct queries, with probability proportional to each query's summed grades.
-
-    Returns the drawn query ids in draw order. n >= the number of queries returns all of them
-    (in first-appearance order), as the reference caps top_q at the number of queries.
-    """
-    frame = pd.DataFrame({"qid": np.asarray(query_ids, dtype=object), "g": np.asarray(grades, dtype=np.int64)})
-    totals = frame.groupby("qid", sort=False)["g"].sum()
-    if n >= len(totals):
-        return totals.index.to_numpy(dtype=object)
-    p = totals.to_numpy(dtype=np.float64)
-    p = p / p.sum()
-    rng = np.random.default_rng(seed)
-    drawn = rng.choice(len(totals), size=n, replace=False, p=p)
-    return totals.index.to_numpy(dtype=object)[drawn]
 
 
 @dataclass
@@ -109,13 +92,23 @@ def build_qrels(pairs: pd.DataFrame, corpus_ids, query_ids, top_k: int = 1000) -
     grades = sub["grade"].to_numpy(dtype=np.int64)
     order = np.lexsort((-grades, q_row))  # by query, then grade descending (stable within ties)
     q_row, doc_pos, grades = q_row[order], doc_pos[order], grades[order]
-    counts = np.bincount(q_row, minlength=len(wanted))
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    rank = np.arange(len(q_row)) - starts[q_row]
-    keep = rank < top_k
-    m = int(min(counts.max(initial=0), top_k)) if len(counts) else 0
-    doc_index = np.full((len(wanted), max(m, 1)), -1, dtype=np.int64)
-    grade_arr = np.zeros((len(wanted), max(m, 1)), dtype=np.int64)
-    doc_index[q_row[keep], rank[keep]] = doc_pos[keep]
-    grade_arr[q_row[keep], rank[keep]] = grades[keep]
+    keep = _rank_within(q_row, len(wanted))[1] < top_k
+    q_row, doc_pos, grades = q_row[keep], doc_pos[keep], grades[keep]
+    # A document listed under two ids of one query text (one query of the reference sample) keeps its
+    # last grade within the cut, the lowest, as the reference's {doc: grade} dict over these rows does.
+    last = ~pd.Series(q_row.astype(np.int64) * len(position) + doc_pos).duplicated(keep="last").to_numpy()
+    q_row, doc_pos, grades = q_row[last], doc_pos[last], grades[last]
+    counts, rank = _rank_within(q_row, len(wanted))
+    m = max(int(counts.max(initial=0)), 1)
+    doc_index = np.full((len(wanted), m), -1, dtype=np.int64)
+    grade_arr = np.zeros((len(wanted), m), dtype=np.int64)
+    doc_index[q_row, rank] = doc_pos
+    grade_arr[q_row, rank] = grades
     return Qrels(wanted.to_numpy(dtype=object), doc_index, grade_arr)
+
+
+def _rank_within(q_row: np.ndarray, n_queries: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows per query, and each row's position within its query (rows grouped by query)."""
+    counts = np.bincount(q_row, minlength=n_queries)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return counts, np.arange(len(q_row)) - starts[q_row]

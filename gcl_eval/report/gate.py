@@ -3,8 +3,8 @@
 A selected (split, measure) cell fails when the candidate's mean drops by more than max_drop
 (absolute), or when it drops and the paired test on the per-query scores is significant at alpha
 after Holm's correction over the selected cells. The first rule catches large drops on small query
-samples, the second small but consistent drops on large ones. Built on compare_runs, so the same
-dataset and protocol rules apply (a mismatch is bad input, not a regression).
+samples, the second small but consistent drops on large ones. Built on the comparison engine, so
+the same dataset and protocol rules apply (a mismatch is bad input, not a regression).
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
-from gcl_eval.report.compare import IncomparableRuns, compare_runs, plural
-from gcl_eval.util.errors import GclError
-from gcl_eval.measures.metrics import DEFAULT_MEASURES
-from gcl_eval.protocol.results import RunResult
+from gcl_eval.measures import PAPER_MEASURES
 from gcl_eval.measures.stats import TEST_NAMES
+from gcl_eval.protocol.results import RunResult
+from gcl_eval.report.engine import Cell, CompareOptions, IncomparableRuns, Side, check_measures, compare, plural
+from gcl_eval.util.errors import GclError
 
 _TOLERANCE = 1e-12  # a drop equal to max_drop (up to rounding) passes
 
@@ -113,35 +113,35 @@ def _p(p: float | None) -> str:
 
 
 def gate(baseline: RunResult, candidate: RunResult, max_drop: float = 0.01,
-         measures: Sequence[str] = DEFAULT_MEASURES, splits: Sequence[str] | None = None, alpha: float = 0.05,
-         test: str = "t", *, baseline_label: str = "baseline", candidate_label: str = "candidate",
-         n_resamples: int = 10000, seed: int = 0) -> GateReport:
+         measures: Sequence[str] = PAPER_MEASURES, splits: Sequence[str] | None = None, *,
+         baseline_label: str = "baseline", candidate_label: str = "candidate", **settings) -> GateReport:
     """Check every selected split x measure of candidate against baseline (splits default: the baseline's).
 
-    GclError (bad input) when the runs are not comparable, a selected split or measure is missing from
-    either run, or max_drop / alpha are out of range.
+    settings are CompareOptions fields (test, alpha, n_resamples, seed). GclError (bad input) when
+    the runs are not comparable, a selected split or measure is missing from either run, or
+    max_drop / alpha are out of range.
     """
     if not (max_drop >= 0 and math.isfinite(max_drop)):
         raise GclError(f"max drop must be a non-negative number (got {max_drop})")
+    options = CompareOptions(**settings)
     splits = list(dict.fromkeys(splits)) if splits else list(baseline.splits)
     for label, run in ((baseline_label, baseline), (candidate_label, candidate)):
         missing = [s for s in splits if s not in run.splits]
         if missing:
             raise GclError(f"{label} has no split {', '.join(missing)} (its splits: {', '.join(run.splits)})")
     # fixed labels inside: the display labels may coincide (a run gated against itself)
+    base, cand = Side("baseline", (baseline,)), Side("candidate", (candidate,))
+    check_measures([base, cand], measures)
     try:
-        comparison = compare_runs([candidate], ["candidate"], baseline, measures, test=test, alpha=alpha,
-                                  baseline_label="baseline", splits=splits, n_resamples=n_resamples, seed=seed)
+        comparison = compare(base, [cand], measures=measures, splits=splits, options=options)
     except IncomparableRuns as err:  # the gate has no --force: say what to do instead
         raise GclError(f"{err.reason} (evaluate the candidate as the baseline was, or refresh the baseline)") from None
-    cells = []
-    for row in comparison.rows:
-        if row.is_baseline:
-            continue
-        drop = -row.delta
-        cells.append(GateCell(split=row.split, measure=row.measure, baseline=row.baseline_value,
-                              candidate=row.value, delta=row.delta, p=row.p, p_holm=row.p_holm,
-                              n_pairs=row.n_pairs, too_large=drop > max_drop + _TOLERANCE,
-                              significant_drop=row.delta < 0 and row.significant))
-    return GateReport(baseline=baseline_label, candidate=candidate_label, max_drop=max_drop, alpha=alpha, test=test,
-                      cells=cells, dataset=dict(baseline.dataset), notes=comparison.notes)
+    cells = [_gate_cell(row, max_drop) for row in comparison.rows if not row.is_baseline]
+    return GateReport(baseline=baseline_label, candidate=candidate_label, max_drop=max_drop, alpha=options.alpha,
+                      test=options.test, cells=cells, dataset=dict(baseline.dataset), notes=comparison.notes)
+
+
+def _gate_cell(row: Cell, max_drop: float) -> GateCell:
+    return GateCell(split=row.split, measure=row.measure, baseline=row.baseline_value, candidate=row.value,
+                    delta=row.delta, p=row.p, p_holm=row.p_holm, n_pairs=row.n_pairs,
+                    too_large=-row.delta > max_drop + _TOLERANCE, significant_drop=row.delta < 0 and row.significant)

@@ -7,7 +7,7 @@ Statistics (docs/reproducing.md says why):
   seed and model, so the pairs are exact); Holm across the cells (splits x measures) of one comparison;
 - per-seed ratios (seed k of the run over seed k of the baseline) show whether every seed agrees.
 
-The targets of issue 7 (GCL against CLIP fine-tuned with the same model, data and budget) are checked
+The reproduction targets (GCL against CLIP fine-tuned with the same model, data and budget) are checked
 for comparisons marked ``targets``: >= 2x in-domain ERR, >= 1.3x ERR on novel_corpus and zero_shot, a
 higher nDCG@10 on every split, each significant.
 """
@@ -18,36 +18,57 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 
 from gcl_eval.data.dataset import SPLITS
-from gcl_eval.util.errors import GclError
+from gcl_eval.measures import PAPER_MEASURES
 from gcl_eval.protocol.results import RunResult
-from gcl_eval.measures.stats import holm, paired_test
+from gcl_eval.report import engine
+from gcl_eval.report.engine import CompareOptions, IncomparableRuns, Side, ratio, ratio_text
+from gcl_eval.util.errors import GclError
 
-MEASURES = ("nDCG@10", "ERR", "RBP(p=0.9)")
 ALPHA = 0.05
 
 
-@dataclass
+@dataclass(frozen=True)
 class Cell:
-    """A comparison cell: run vs baseline on one split and measure."""
+    """A comparison cell: run vs baseline on one split and measure (the engine's cell over seed means and
+    seed-averaged per-query scores), and the per-seed ratios (None where that seed's baseline is 0)."""
 
-    split: str
-    measure: str
-    run_mean: float
-    baseline_mean: float
-    seed_ratios: list[float]
-    p: float = math.nan
-    p_holm: float = math.nan
+    stats: engine.Cell
+    seed_ratios: list[float | None]
 
     @property
-    def ratio(self) -> float:
-        return self.run_mean / self.baseline_mean if self.baseline_mean > 0 else math.inf
+    def split(self) -> str:
+        return self.stats.split
+
+    @property
+    def measure(self) -> str:
+        return self.stats.measure
+
+    @property
+    def run_mean(self) -> float:
+        return self.stats.value
+
+    @property
+    def baseline_mean(self) -> float:
+        return self.stats.baseline_value
+
+    @property
+    def ratio(self) -> float | None:
+        """run_mean / baseline_mean; None for a baseline of 0."""
+        return self.stats.ratio
+
+    @property
+    def p(self) -> float | None:
+        return self.stats.p
+
+    @property
+    def p_holm(self) -> float | None:
+        return self.stats.p_holm
 
     @property
     def significant(self) -> bool:
-        return self.p_holm <= ALPHA
+        return self.stats.significant
 
     def to_json(self) -> dict:
         return {"split": self.split, "measure": self.measure, "run_mean": self.run_mean,
@@ -75,7 +96,7 @@ class ComparisonResult:
                 "targets": self.targets, "targets_met": self.targets_met}
 
 
-def _finite(value: float):
+def _finite(value: float | None):
     return value if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
@@ -84,68 +105,55 @@ def splits_of(results: list[RunResult]) -> list[str]:
     return [s for s in SPLITS if s in present]
 
 
-def summary(runs: dict[str, list[RunResult]], measures=MEASURES) -> dict:
+def summary(runs: dict[str, list[RunResult]], measures=PAPER_MEASURES) -> dict:
     """{label: {"seeds": n, split: {measure: {"mean", "std", "values"}}}} (std None for one seed)."""
     out = {}
     for label, results in runs.items():
+        side = Side(label, tuple(results))
         entry = {"seeds": len(results)}
         for split in splits_of(results):
             entry[split] = {}
             for measure in measures:
-                values = [float(r.metric(split, measure)) for r in results]
+                values = side.values(split, measure)
                 std = float(np.std(values, ddof=1)) if len(values) > 1 else None
-                entry[split][measure] = {"mean": float(np.mean(values)), "std": std, "values": values}
+                entry[split][measure] = {"mean": side.mean(split, measure), "std": std, "values": values}
         out[label] = entry
     return out
 
 
-def _seed_mean_per_query(results: list[RunResult], split: str, measure: str) -> pd.Series:
-    """Each query's score averaged over the seeds (indexed by qid); every seed must have the same queries."""
-    frames = []
-    for r in results:
-        rows = r.per_query[r.per_query["split"] == split]
-        frames.append(rows.set_index(rows["qid"].astype(str))[measure].sort_index())
-    first = frames[0].index
-    for f in frames[1:]:
-        if not f.index.equals(first):
-            raise GclError(f"split {split}: the seeds of a run were evaluated on different queries; "
-                           "re-run the suite with one protocol")
-    return sum(frames) / len(frames)
-
-
 def compare(label: str, results: list[RunResult], base_label: str, base: list[RunResult], *,
-            measures=MEASURES, test: str = "t", check_targets: bool = False) -> ComparisonResult:
+            measures=PAPER_MEASURES, test: str = "t", check_targets: bool = False) -> ComparisonResult:
     """Run vs baseline over their seeds; seed k is paired with seed k (a zero-shot side has one result)."""
-    cells = []
-    for split in splits_of(results + base):
-        for measure in measures:
-            ours = _seed_mean_per_query(results, split, measure)
-            theirs = _seed_mean_per_query(base, split, measure)
-            if not ours.index.equals(theirs.index):
-                raise GclError(f"split {split}: {label} and {base_label} were evaluated on different queries")
-            seed_ratios = []
-            for k in range(max(len(results), len(base))):
-                a = results[min(k, len(results) - 1)].metric(split, measure)
-                b = base[min(k, len(base) - 1)].metric(split, measure)
-                seed_ratios.append(a / b if b > 0 else math.inf)
-            cells.append(Cell(split, measure, float(np.mean([r.metric(split, measure) for r in results])),
-                              float(np.mean([r.metric(split, measure) for r in base])), seed_ratios,
-                              p=paired_test(ours.to_numpy(), theirs.to_numpy(), test)))
-    for cell, adjusted in zip(cells, holm([c.p for c in cells])):
-        cell.p_holm = float(adjusted)
-    comparison = ComparisonResult(label, base_label, cells)
+    run, baseline = Side(label, tuple(results)), Side(base_label, tuple(base))
+    try:
+        comparison = engine.compare(baseline, [run], measures=measures, splits=splits_of(results + base),
+                                    options=CompareOptions(test=test, alpha=ALPHA))
+    except IncomparableRuns as err:  # a suite has no --force
+        raise GclError(f"{err.reason} (runs evaluated on different queries or under other protocols cannot be "
+                       "paired; re-run the suite with one protocol)") from None
+    cells = [Cell(c, _seed_ratios(run, baseline, c.split, c.measure)) for c in comparison.cells_of(label)]
+    result = ComparisonResult(label, base_label, cells)
     if check_targets:
-        comparison.targets = check_gcl_targets(comparison)
-    return comparison
+        result.targets = check_gcl_targets(result)
+    return result
+
+
+def _seed_ratios(run: Side, base: Side, split: str, measure: str) -> list[float | None]:
+    """Seed k of the run over seed k of the baseline (the last seed of a side with fewer)."""
+    ours, theirs = run.values(split, measure), base.values(split, measure)
+    return [ratio(ours[min(k, len(ours) - 1)], theirs[min(k, len(theirs) - 1)])
+            for k in range(max(len(ours), len(theirs)))]
 
 
 def check_gcl_targets(comparison: ComparisonResult) -> list[dict]:
-    """The issue-7 targets, each {"target", "value", "met"}; a ratio target also needs significance."""
+    """The reproduction targets, each {"target", "value", "met"}; a ratio target also needs significance."""
     targets = []
 
     def add(text: str, cell: Cell, minimum: float) -> None:
-        met = cell.ratio >= minimum and cell.significant and cell.run_mean > cell.baseline_mean
-        targets.append({"target": text, "value": f"{_ratio(cell.ratio)} (p_holm {_p(cell.p_holm)})", "met": met})
+        # a baseline of 0 has no ratio: a significant gain over it meets any ratio
+        reaches = cell.ratio is None or cell.ratio >= minimum
+        met = reaches and cell.significant and cell.run_mean > cell.baseline_mean
+        targets.append({"target": text, "value": f"{ratio_text(cell.ratio)} (p_holm {_p(cell.p_holm)})", "met": met})
 
     splits = {c.split for c in comparison.cells}
     if "in_domain" in splits:
@@ -161,12 +169,8 @@ def check_gcl_targets(comparison: ComparisonResult) -> list[dict]:
 # ------------------------------------------------------------------------------------------ markdown
 
 
-def _ratio(value: float) -> str:
-    return f"{value:.2f}x" if math.isfinite(value) else "inf"
-
-
-def _p(value: float) -> str:
-    if not math.isfinite(value):
+def _p(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
         return "-"
     return f"{value:.1e}" if value < 0.001 else f"{value:.3f}"
 
@@ -175,7 +179,7 @@ def _mean_std(stat: dict) -> str:
     return f"{stat['mean']:.3f}" if stat["std"] is None else f"{stat['mean']:.3f} ± {stat['std']:.3f}"
 
 
-def summary_markdown(table: dict, measures=MEASURES) -> str:
+def summary_markdown(table: dict, measures=PAPER_MEASURES) -> str:
     """One row per run label; a column per split with the measures as 'mean ± std' (over seeds)."""
     splits = [s for s in SPLITS if any(s in entry for entry in table.values())]
     head = "| run | seeds | " + " | ".join(f"{s} {m}" for s in splits for m in measures) + " |"
@@ -202,7 +206,7 @@ def compact_markdown(table: dict, measures=("nDCG@10", "ERR")) -> str:
     return "\n".join(lines)
 
 
-def comparison_markdown(comparison: ComparisonResult, measures=MEASURES) -> str:
+def comparison_markdown(comparison: ComparisonResult, measures=PAPER_MEASURES) -> str:
     """Ratio of means (run / baseline), per-seed ratios and Holm-corrected p per cell; * = significant."""
     splits = [s for s in SPLITS if any(c.split == s for c in comparison.cells)]
     lines = [f"**{comparison.run}** vs **{comparison.baseline}** (ratio of means; per seed; Holm p; * p_holm <= {ALPHA})",
@@ -212,8 +216,8 @@ def comparison_markdown(comparison: ComparisonResult, measures=MEASURES) -> str:
         for measure in measures:
             c = comparison.cell(split, measure)
             star = "*" if c.significant else ""
-            seeds = "/".join(f"{r:.2f}" for r in c.seed_ratios)
-            cells.append(f"{_ratio(c.ratio)}{star} ({seeds}; p {_p(c.p_holm)})")
+            seeds = "/".join(ratio_text(r, suffix="") for r in c.seed_ratios)
+            cells.append(f"{ratio_text(c.ratio)}{star} ({seeds}; p {_p(c.p_holm)})")
         lines.append(f"| {split} | " + " | ".join(cells) + " |")
     if comparison.targets:
         lines += ["", "| target | value | met |", "|---|---|---|"]

@@ -20,18 +20,18 @@ import numpy as np
 from gcl_eval.data.dataset import Documents
 from gcl_eval.retrieval.embedding_cache import EmbeddingCache, encode_corpus, encode_query_texts
 from gcl_eval.retrieval.fields import FieldWeights
+from gcl_eval.util import distributed
 
 
 class DenseRetriever:
     """`search` for the protocol over an encoder with encode_field/encode_queries/fingerprint."""
 
     def __init__(self, encoder, *, doc_weights: FieldWeights, split_doc_weights: Mapping[str, FieldWeights] | None = None,
-                 cache: EmbeddingCache | None = None, model_info: dict | None = None, device: str | None = None):
-        self.encoder = ShardedEncoder(encoder) if _world_size() > 1 else encoder
+                 cache: EmbeddingCache | None = None, device: str | None = None):
+        self.encoder = ShardedEncoder(encoder) if distributed.is_distributed() else encoder
         self.doc_weights = doc_weights
         self.split_doc_weights = dict(split_doc_weights or {})
         self.cache = cache
-        self.model_info = model_info or {}
         self.device = device
         self._corpora: dict[tuple[str, str], np.ndarray] = {}
 
@@ -40,7 +40,7 @@ class DenseRetriever:
 
     def describe(self) -> dict:
         weights = {split: str(w) for split, w in self.split_doc_weights.items()}
-        return {**self.model_info, "doc_fields": str(self.doc_weights), "split_doc_fields": weights}
+        return {"doc_fields": str(self.doc_weights), "split_doc_fields": weights}
 
     def corpus_embeddings(self, corpus_name: str, documents: Documents, weights: FieldWeights) -> np.ndarray:
         key = (corpus_name, str(weights))
@@ -54,21 +54,9 @@ class DenseRetriever:
 
         corpus = self.corpus_embeddings(corpus_name, documents, self.weights_for(split))
         queries = encode_query_texts(self.encoder, query_texts, self.cache)
-        if _rank() != 0:  # the other ranks only helped encode
+        if distributed.rank() != 0:  # the other ranks only helped encode
             return np.full((len(query_texts), 1), -1, dtype=np.int64), np.zeros((len(query_texts), 1), np.float32)
         return search(queries, corpus, k, device=self.device)
-
-
-def _world_size() -> int:
-    import torch.distributed as dist
-
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def _rank() -> int:
-    import torch.distributed as dist
-
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 class ShardedEncoder:
@@ -86,7 +74,7 @@ class ShardedEncoder:
     def _bounds(self, n: int) -> tuple[int, int]:
         batch = self.inner.batch_size
         n_batches = -(-n // batch)
-        rank, world = _rank(), _world_size()
+        rank, world = distributed.rank(), distributed.world_size()
         lo, hi = rank * n_batches // world, (rank + 1) * n_batches // world
         return min(lo * batch, n), min(hi * batch, n)
 
@@ -105,17 +93,6 @@ class ShardedEncoder:
 def gather_rows(array: np.ndarray) -> np.ndarray:
     """Concatenate every rank's rows in rank order, on every rank (uneven shards allowed)."""
     import torch
-    import torch.distributed as dist
 
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-    is_bool = array.dtype == bool  # gloo has no bool all_gather
-    local = torch.from_numpy(np.ascontiguousarray(array, dtype=np.uint8 if is_bool else None)).to(device)
-    sizes = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(dist.get_world_size())]
-    dist.all_gather(sizes, torch.tensor([local.shape[0]], dtype=torch.int64, device=device))
-    longest = int(max(s.item() for s in sizes))
-    padded = torch.zeros((longest, *local.shape[1:]), dtype=local.dtype, device=device)
-    padded[: local.shape[0]] = local
-    parts = [torch.empty_like(padded) for _ in sizes]
-    dist.all_gather(parts, padded)
-    out = torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)]).cpu().numpy()
-    return out.astype(bool) if is_bool else out
+    local = torch.from_numpy(np.ascontiguousarray(array)).to(distributed.collective_device())
+    return distributed.all_gather_no_grad(local).cpu().numpy()

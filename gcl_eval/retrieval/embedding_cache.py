@@ -17,9 +17,12 @@ reading every image's bytes for byte stores):
 Two levels: per-field matrices (the expensive part, reused when only a field weight changes) and
 the pooled matrix (keyed also by the weights). Files: <root>/<key[:2]>/<key>.npy plus <key>.json,
 a sidecar with the key parts, shape, dtype and a blake2b checksum of the array bytes. Both are
-written to a temporary file and renamed (the sidecar last: it commits the entry). A truncated,
-corrupt or mismatching entry is reported with a CacheWarning and recomputed, never a crash; a cache
-that cannot be written is reported the same way and the computed array is still returned.
+written atomically (gcl_eval.util.atomic; the sidecar last: it commits the entry), and an entry is
+looked up and built under a file lock (.<key>.lock beside them), so two processes that need the
+same entry compute it once: the second waits and loads it. A truncated, corrupt or mismatching entry is reported
+with a CacheWarning and recomputed, never a crash; a cache that cannot be written is reported the
+same way and the computed array is still returned (a read-only cache is used without locks, and
+so is the cache under torchrun, where the ranks compute each entry together).
 """
 
 from __future__ import annotations
@@ -27,15 +30,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import warnings
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, ContextManager, Mapping, Sequence
 
 import numpy as np
 import torch
 
+from gcl_eval.util import distributed
+from gcl_eval.util.atomic import atomic_file, atomic_write_text, file_lock
 from gcl_eval.util.paths import cache_dir
 from gcl_eval.util.console import track
 from gcl_eval.data.dataset import Documents, ImageStore
@@ -76,18 +81,32 @@ class EmbeddingCache:
         return folder / f"{key}.npy", folder / f"{key}.json"
 
     def get_or_compute(self, key_parts: Mapping, compute: Callable[[], np.ndarray]) -> np.ndarray:
-        """The stored array for `key_parts`, or compute() stored and returned."""
+        """The stored array for `key_parts`, or compute() stored and returned.
+
+        The entry is locked while it is looked up and built, so a second process asking for the same
+        entry waits and then loads it instead of computing it again.
+        """
         key = self.key(key_parts)
-        array = self._load(key, key_parts)
-        if array is not None:
-            self.stats.hits += 1
-            return array
-        self.stats.misses += 1
-        array = compute()
-        if not isinstance(array, np.ndarray):
-            raise TypeError(f"compute() returned {type(array).__name__}, expected a numpy array")
-        self._store(key, key_parts, array)
+        with self._entry_lock(key):
+            array = self._load(key, key_parts)
+            if array is not None:
+                self.stats.hits += 1
+                return array
+            self.stats.misses += 1
+            array = compute()
+            if not isinstance(array, np.ndarray):
+                raise TypeError(f"compute() returned {type(array).__name__}, expected a numpy array")
+            self._store(key, key_parts, array)
         return array
+
+    def _entry_lock(self, key: str) -> ContextManager:
+        """The entry's file lock (best effort: a read-only cache is read unlocked). Not under torchrun:
+        there the ranks compute an entry together (each encodes a shard, then all gather), so one rank
+        holding the lock would stall the others' share."""
+        if distributed.is_distributed():
+            return nullcontext(False)
+        npy, _ = self.paths(key)
+        return file_lock(npy.with_suffix(""), best_effort=True)
 
     def _load(self, key: str, key_parts: Mapping) -> np.ndarray | None:
         npy, meta_path = self.paths(key)
@@ -116,23 +135,15 @@ class EmbeddingCache:
         array = np.ascontiguousarray(array)
         meta = {"key": key, "key_parts": json.loads(_canonical(key_parts)), "shape": list(array.shape),
                 "dtype": str(array.dtype), "blake2b": _checksum(array)}
-        tmp = [npy.with_name(f".{p.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}") for p in (npy, meta_path)]
         try:
             npy.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp[0], "wb") as handle:
+            with atomic_file(npy) as tmp, open(tmp, "xb") as handle:
                 np.save(handle, array, allow_pickle=False)
-            tmp[1].write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-            os.replace(tmp[0], npy)
-            os.replace(tmp[1], meta_path)  # last: an entry exists only once both files are in place
+            # last: an entry exists only once both files are in place
+            atomic_write_text(meta_path, json.dumps(meta, indent=1, sort_keys=True) + "\n")
         except OSError as err:
             warnings.warn(f"embedding cache entry {npy} not written ({err}); continuing without it",
                           CacheWarning, stacklevel=3)
-        finally:
-            for path in tmp:  # left over only when a step above failed
-                try:
-                    path.unlink(missing_ok=True)
-                except OSError:
-                    pass
 
 
 def _canonical(value) -> str:
@@ -219,7 +230,7 @@ def _byte_digests(store: ImageStore, ids: list[str], refs: list[str | None], num
 def encode_corpus(encoder, documents: Documents, weights: FieldWeights, cache: EmbeddingCache | None = None) -> np.ndarray:
     """Pooled document embeddings (N x D float32, L2-normalised; rows in documents' table order).
 
-    SPEC section 7.3: each positive-weight field encoded and normalised (per-field cache entries),
+    As the reference protocol pools them: each positive-weight field encoded and normalised (per-field cache entries),
     the weighted mean over present fields with renormalised weights, normalised again (pooled
     entry, keyed also by the weights). A document with none of the weighted fields is an error
     naming it. `encoder` is an OpenClipEncoder (or anything with fingerprint(), num_workers and

@@ -1,4 +1,4 @@
-"""Open_clip encoders: records of fields -> L2-normalised float32 matrices (SPEC sections 4 and 7).
+"""Open_clip encoders: records of fields -> L2-normalised float32 matrices (docs/evaluation.md).
 
 Both towers of one open_clip model: the text tower for queries and titles, the image tower for
 product images. Encoding is batched under torch.inference_mode; on a CUDA device bf16/fp16 run

@@ -1,4 +1,4 @@
-"""Fields of a record and the multi-field pooling of SPEC sections 4 and 7.
+"""Fields of a record and the multi-field pooling (docs/training.md, docs/evaluation.md).
 
 A side (query or document) is a set of named fields with weights: the query side has "query"
 (text); the document side has "title" (text) and "image" (image). Each field is encoded and

@@ -46,6 +46,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from gcl_eval.util.distributed import resolve_device
 from gcl_eval.util.errors import GclError
 
 BACKENDS = ("auto", "faiss", "torch")
@@ -78,10 +79,10 @@ def search(
     """Exact top-k by inner product, in retrieval order (score descending, then corpus index ascending).
 
     queries: Q x D float32, corpus: N x D float32 (finite). Returns (indices int64 Q x k', scores float32
-    Q x k') with k' = min(k, N). backend: "auto" | "torch" | "faiss"; device: None (CPU) or a torch device
-    such as "cuda" (torch backend only). memory_budget_bytes bounds the torch backend's working memory
-    (default 512 MiB on CPU, half the free memory on CUDA); block_size caps the corpus rows per tile.
-    Bad input raises GclError.
+    Q x k') with k' = min(k, N). backend: "auto" | "torch" | "faiss"; device: None (CPU) or a device
+    name such as "cuda" or "mps" (torch backend only; see gcl_eval.util.distributed.resolve_device).
+    memory_budget_bytes bounds the torch backend's working memory (default 512 MiB on CPU, half the free
+    memory on CUDA); block_size caps the corpus rows per tile. Bad input raises GclError.
     """
     k = _check_inputs(queries, corpus, k)
     if backend not in BACKENDS:
@@ -198,17 +199,8 @@ def _check_finite(name: str, x: np.ndarray) -> None:
 
 
 def _resolve_device(device) -> torch.device:
-    if device is None:
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise GclError(f"unknown device {device!r}: {exc}") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise GclError(f"unsupported device {device!r}; expected 'cpu' or a CUDA device such as 'cuda:0'")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise GclError(f"device {device!r} requested but CUDA is not available to torch")
-    return dev
+    """None: the CPU (a search runs on an accelerator only when asked to)."""
+    return torch.device("cpu") if device is None else resolve_device(device)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ from typing import Iterable, Iterator, Sequence, TypeVar
 
 import click
 
+from gcl_eval.measures import PAPER_MEASURES
+
 T = TypeVar("T")
 
 
@@ -88,13 +90,10 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
-REPORTED = ("nDCG@10", "ERR", "RBP(p=0.9)")
-
-
 def print_result(result, title: str = "") -> None:
     """The split x measure table of a RunResult (the paper's triple first, then the rest)."""
     measures = list(result.protocol["measures"])
-    ordered = [m for m in REPORTED if m in measures] + [m for m in measures if m not in REPORTED]
+    ordered = [m for m in PAPER_MEASURES if m in measures] + [m for m in measures if m not in PAPER_MEASURES]
     rows = [[split, body["n_queries"], body["corpus_size"], *[body["metrics"][m] for m in ordered]]
             for split, body in result.splits.items()]
     print_table(title, ["split", "queries", "corpus", *ordered], rows)

@@ -1,24 +1,151 @@
-"""All-gather across ranks with gradients, for contrastive losses whose negatives span the global batch.
+"""Devices and torchrun: which device a process uses, which rank it is, the process group, and the
+collectives the training loss and sharded evaluation need. The one place for all of it.
 
-Semantics are open_clip's ``gather_features(local_loss=False, gather_with_grad=True)``: the forward
-concatenates every rank's rows (rank order); the backward gives each rank the SUM over ranks of the
-gradient that reached its own rows. When every rank computes the same full-batch loss L (or, with
+Two views of the world, deliberately distinct:
+
+- the launch (:func:`world_info`, :func:`is_main_process`): the process group's rank and size once one is
+  running, otherwise what torchrun put into the environment (RANK, LOCAL_RANK, WORLD_SIZE), so a rank
+  knows whether it is the main process before the group starts and after it ends;
+- the process group (:func:`is_distributed`, :func:`rank`, :func:`world_size`): what collectives act on;
+  without an initialised group (or with one rank) every collective below is the identity.
+
+Gathers: semantics are open_clip's ``gather_features(local_loss=False, gather_with_grad=True)``: the
+forward concatenates every rank's rows (rank order); the backward gives each rank the SUM over ranks of
+the gradient that reached its own rows. When every rank computes the same full-batch loss L (or, with
 ``local_loss``, world_size times its share of L), each rank's local parameter gradient is
 world_size * dL/dparam restricted to its rows, and DDP's gradient averaging turns that into exactly
 dL/dparam of the full batch. (open_clip's non-grad gather with the local shard re-inserted would give
 the towers only 1/world_size of it while the logit scale gets all of it, so it is not used.)
 
 Ranks may hold different numbers of rows (e.g. a short last batch): sizes are exchanged first and
-shorter shards are padded for the collective, then trimmed. Without an initialised process group (or
-with world size 1) every function is the identity.
+shorter shards are padded for the collective, then trimmed.
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Sequence
 
 import torch
 import torch.distributed as dist
+
+from gcl_eval.util.errors import GclError
+
+DEVICE_NAMES = "auto, cpu, cuda, cuda:N or mps"
+
+
+# ------------------------------------------------------------------------------------------ the launch
+
+
+@dataclass(frozen=True)
+class WorldInfo:
+    """This process's place in a torchrun launch (rank 0 of 1 when not launched by torchrun)."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def world_info() -> WorldInfo:
+    """The process group's rank and size when one is running, else torchrun's environment variables."""
+    local_rank = _env_int("LOCAL_RANK", 0)
+    if dist.is_available() and dist.is_initialized():
+        return WorldInfo(dist.get_rank(), local_rank, dist.get_world_size())
+    return WorldInfo(_env_int("RANK", 0), local_rank, _env_int("WORLD_SIZE", 1))
+
+
+def is_main_process() -> bool:
+    """True on rank 0 (and in a process not launched by torchrun): the one that writes and prints."""
+    return world_info().is_main
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise GclError(f"environment variable {name}={raw!r} is not an integer (torchrun sets it)") from None
+
+
+# ------------------------------------------------------------------------------------------ devices
+
+
+def resolve_device(name: str | torch.device | None) -> torch.device:
+    """The torch device for a device option: None or "auto" (CUDA, else MPS, else CPU), "cpu", "cuda",
+    "cuda:N" or "mps". Under torchrun every rank takes its own GPU, cuda:LOCAL_RANK. A device that is
+    unknown or not available here raises GclError."""
+    if name is None or name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise GclError(f"unknown device {str(name)!r}; expected {DEVICE_NAMES}") from None
+    if device.type == "cuda":
+        return _cuda_device(name, device)
+    if device.type == "mps" and not _mps_available():
+        raise GclError(f"device {str(name)!r} requested but MPS (Apple GPU) is not available to torch")
+    if device.type not in ("cpu", "mps"):
+        raise GclError(f"unsupported device {str(name)!r}; expected {DEVICE_NAMES}")
+    return device
+
+
+def _cuda_device(name, device: torch.device) -> torch.device:
+    if not torch.cuda.is_available():
+        raise GclError(f"device {str(name)!r} requested but CUDA is not available to torch")
+    if is_distributed() or "LOCAL_RANK" in os.environ:
+        return torch.device("cuda", world_info().local_rank)
+    if device.index is None:
+        return torch.device("cuda", 0)
+    if device.index >= torch.cuda.device_count():
+        raise GclError(f"device {str(name)!r} requested but torch sees {torch.cuda.device_count()} CUDA GPU(s)")
+    return device
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def initialized_cuda_devices() -> list[int]:
+    """The CUDA devices whose state (e.g. RNG) exists: none until this process has used CUDA, so CPU runs
+    never initialise it."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return list(range(torch.cuda.device_count()))
+    return []
+
+
+# ------------------------------------------------------------------------------------------ the process group
+
+
+def init_distributed(device: str | torch.device) -> bool:
+    """Start the process group when launched by torchrun with more than one process: NCCL for a CUDA
+    device, gloo otherwise. Idempotent; True only when this call started the group."""
+    if world_info().world_size <= 1 or not dist.is_available() or dist.is_initialized():
+        return False
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device if device.index is not None else world_info().local_rank)
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return True
+
+
+@contextmanager
+def process_group(device: str | torch.device) -> Iterator[None]:
+    """The process group for the duration of the block (under torchrun); ended only if this block started it."""
+    started = init_distributed(device)
+    try:
+        yield
+    finally:
+        if started:
+            dist.destroy_process_group()
 
 
 def is_distributed() -> bool:
@@ -27,18 +154,47 @@ def is_distributed() -> bool:
 
 
 def rank() -> int:
+    """This process's rank in the process group (0 without one)."""
     return dist.get_rank() if is_distributed() else 0
 
 
 def world_size() -> int:
+    """The process group's size (1 without one)."""
     return dist.get_world_size() if is_distributed() else 1
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op without a process group)."""
+    if is_distributed():
+        dist.barrier()
+
+
+# ------------------------------------------------------------------------------------------ collectives
+
+
+def gather_objects(obj) -> list:
+    """Every rank's picklable ``obj``, in rank order ([obj] without a process group)."""
+    if not is_distributed():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def mean_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
+    """The mean over ranks of a detached tensor (in float32); ``tensor`` itself without a process group."""
+    if not is_distributed():
+        return tensor
+    total = tensor.detach().float().clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total / dist.get_world_size()
 
 
 def gathered_sizes(n_local: int, device=None) -> list[int]:
     """Every rank's row count, in rank order (one small collective)."""
     if not is_distributed():
         return [int(n_local)]
-    mine = torch.tensor([int(n_local)], dtype=torch.long, device=_collective_device(device))
+    mine = torch.tensor([int(n_local)], dtype=torch.long, device=collective_device(device))
     out = [torch.zeros_like(mine) for _ in range(dist.get_world_size())]
     dist.all_gather(out, mine)
     return [int(t.item()) for t in out]
@@ -84,8 +240,8 @@ def all_reduce_gradients(parameters: Iterable[torch.nn.Parameter], average: bool
             p.grad.div_(w)
 
 
-def _collective_device(device) -> torch.device:
-    """NCCL needs CUDA tensors; gloo works with CPU tensors."""
+def collective_device(device=None) -> torch.device:
+    """Where tensors for a collective live: ``device`` if given, else the GPU for NCCL, the CPU for gloo."""
     if device is not None:
         return torch.device(device)
     return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")

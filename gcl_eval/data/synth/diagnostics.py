@@ -19,8 +19,8 @@ import pandas as pd
 from gcl_eval.data.dataset import Dataset
 from gcl_eval.data.synth import vocab
 from gcl_eval.data.synth.world import World
+from gcl_eval.measures import PAPER_MEASURES
 
-MEASURES = ("nDCG@10", "ERR", "RBP(p=0.9)")
 ATTRIBUTES = ("category", "colour", "material", "pattern", "style", "brand")
 CATEGORY_FILTER = 100.0  # lists never leave the query's category
 
@@ -115,7 +115,8 @@ def ceiling_metrics(world: World, dataset: Dataset, *, n_queries: int = 2000, to
                     seed: int = 0) -> tuple[dict, dict]:
     """Per split, the reference metrics of the content-only ranker (and of attributes only)."""
     from gcl_eval.measures.metrics import evaluate_arrays
-    from gcl_eval.protocol.qrels import build_qrels, grades_from_scores, sample_queries
+    from gcl_eval.protocol.qrels import build_qrels, grades_from_scores
+    from gcl_eval.protocol.sampling import sample_queries
 
     quality_hat, cue_report = quality_estimate(world, dataset.corpora["corpus_1"].ids)
     queries = world.queries.set_index("query_id")
@@ -123,7 +124,7 @@ def ceiling_metrics(world: World, dataset: Dataset, *, n_queries: int = 2000, to
     for split in dataset.splits:
         pairs = dataset.pairs[split].assign(grade=lambda p: grades_from_scores(p["score"]))
         corpus_ids = dataset.corpus_for(split).ids
-        qids = sample_queries(pairs["query_id"].to_numpy(), pairs["grade"].to_numpy(), n_queries, seed)
+        pairs, qids = sample_queries(pairs, n_queries, seed)
         qrels = build_qrels(pairs, corpus_ids, qids, top_k)
         products = world.products.loc[corpus_ids]
         rows = world.products.index.get_indexer(corpus_ids)
@@ -137,6 +138,6 @@ def ceiling_metrics(world: World, dataset: Dataset, *, n_queries: int = 2000, to
                 top = np.argpartition(-chunk, k - 1, axis=1)[:, :k]
                 order = np.argsort(-np.take_along_axis(chunk, top, axis=1), axis=1, kind="stable")
                 ranked[start:start + 256] = np.take_along_axis(top, order, axis=1)
-            metrics = evaluate_arrays(qrels.grade(ranked), qrels.grades, list(MEASURES))
+            metrics = evaluate_arrays(qrels.grade(ranked), qrels.grades, list(PAPER_MEASURES))
             result[split][name] = {m: round(float(v), 4) for m, v in metrics.items()}
     return result, cue_report

@@ -1,6 +1,6 @@
 """The synthetic product world: products, queries and their ranked lists.
 
-What carries the rank signal (../shared/SYNTHETIC.md has the measurements behind each choice):
+What carries the rank signal (docs/synthetic-world.md has the measurements behind each choice):
 - every product has a hidden quality latent (standard normal); its own content shows it through
   noisy cues: a star rating, bestseller/premium/budget words, the brand's tier and the image frame;
 - a query names a category and 0-3 more attributes; its list holds K products of that category,
@@ -33,7 +33,7 @@ N_MODIFIER_PROBS = np.array([0.2, 0.35, 0.3, 0.15])  # 0..3 modifiers besides th
 
 @dataclass(frozen=True)
 class SynthConfig:
-    """Knobs of the synthetic world. Defaults are the measured honest world of SYNTHETIC.md."""
+    """Knobs of the synthetic world. Defaults are the measured honest world (docs/synthetic-world.md)."""
 
     queries: int = 2000
     docs_per_query: int = 100

@@ -1,0 +1,181 @@
+"""Running a suite (gcl_eval.experiments.suite): its run folders over seeds, then summary.md and suite.json.
+
+Layout of the output folder (default suites/NAME):
+    <label>/seed-<k>/   run folders of trained runs (result.json, per_query.parquet; TREC files with trec)
+    <label>/            run folders of zero-shot runs (deterministic: once)
+    summary.md          mean +/- std per run, comparisons with per-seed ratios and Holm-corrected tests
+    suite.json          the definition, the runs (folder, seed, wall time, reused or not) and the statistics
+
+A run folder that already holds the same run (same suite key: preset, overrides, seed, world, protocol)
+is reused, so an interrupted suite continues where it stopped; checkpoints and embeddings are cached
+as for `gcl-eval run`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from gcl_eval.experiments.suite import RunSpec, Suite, expand, load_suite
+from gcl_eval.protocol.evaluate import EvalProtocol
+from gcl_eval.util.errors import GclError
+
+
+@dataclass(frozen=True)
+class SuiteRequest:
+    name: str  # a packaged suite (gcl_eval.experiments.suite.suite_names) or a suite .toml file
+    seeds: int = 3  # training seeds 0..seeds-1 per trained run
+    out: Path | None = None  # None: suites/<suite name>
+    queries: int = 2000  # queries sampled per split
+    data: Path | None = None  # a dataset folder instead of the suite's built-in world
+    trec: bool = False  # also write the TREC run files
+    device: str | None = None
+    workers: int | None = None
+
+
+@dataclass(frozen=True)
+class SuitePlan:
+    definition: Suite
+    specs: list[RunSpec]
+    out: Path
+    protocol: EvalProtocol
+
+
+@dataclass(frozen=True)
+class SuiteResult:
+    out: Path  # the output folder
+    report: dict  # suite.json
+    summary: str  # summary.md
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    spec: RunSpec
+    folder: Path
+    done: bool  # the folder already holds this run: it will be reused
+
+
+def plan_suite(request: SuiteRequest) -> SuitePlan:
+    """The suite's definition and its run folders, in order; a bad suite, seed count or data folder is a
+    one-line GclError."""
+    definition = load_suite(request.name)
+    protocol = EvalProtocol(queries_per_split=request.queries)
+    data = request.data
+    if data is not None and not Path(data).is_dir():
+        raise GclError(f"--data {data}: no such dataset folder")
+    specs = expand(definition, request.seeds, protocol_key(protocol), data=str(Path(data).resolve()) if data else None)
+    out = Path(request.out) if request.out else Path("suites") / definition.name
+    return SuitePlan(definition, specs, out, protocol)
+
+
+def suite_status(request: SuiteRequest) -> list[PlannedRun]:
+    """What the suite would run (a dry run): every run folder and whether it is already done."""
+    plan = plan_suite(request)
+    return [PlannedRun(spec, plan.out / spec.folder, finished_run(plan.out / spec.folder, spec.key) is not None)
+            for spec in plan.specs]
+
+
+def protocol_key(protocol: EvalProtocol) -> dict:
+    """The protocol settings a suite run's key depends on."""
+    return {"top_k": protocol.top_k, "queries_per_split": protocol.queries_per_split, "seed": protocol.seed}
+
+
+def finished_run(folder: Path, key: str):
+    """The RunResult in ``folder`` when it is a valid run folder of this exact suite run, else None."""
+    from gcl_eval.protocol.results import load_run
+
+    if not (folder / "result.json").is_file():
+        return None
+    try:
+        run = load_run(folder)
+    except GclError:
+        return None
+    return run if isinstance(run.model, dict) and run.model.get("suite_key") == key else None
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def run_suite(request: SuiteRequest, *, log: Callable[[str], None] = _stderr) -> SuiteResult:
+    """Run (or reuse) every run folder, then write summary.md and suite.json. ``log`` gets one progress
+    line per run folder."""
+    plan = plan_suite(request)
+    plan.out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    records, results = [], {}
+    for i, spec in enumerate(plan.specs, 1):
+        t0 = time.perf_counter()
+        result = finished_run(plan.out / spec.folder, spec.key)
+        reused = result is not None
+        where = f"world {spec.world}" if spec.data is None else spec.data
+        log(f"[{i}/{len(plan.specs)}] {spec.title} ({spec.preset.name}, {where}){': done, reused' if reused else ''}")
+        if not reused:
+            result = _run_spec(spec, plan, request)
+        results.setdefault(spec.label, []).append(result)
+        records.append({"label": spec.label, "seed": spec.seed, "preset": spec.preset.name, "folder": spec.folder,
+                        "reused": reused, "wall_s": round(time.perf_counter() - t0, 1),
+                        "timings": {k: v for k, v in result.timings.items() if k.endswith("_s")}})
+    return write_report(plan.definition, results, records, plan.out, seeds=request.seeds,
+                        wall_s=round(time.perf_counter() - started, 1))
+
+
+def _run_spec(spec: RunSpec, plan: SuitePlan, request: SuiteRequest):
+    from gcl_eval.experiments.pipeline import RunOptions, run_preset
+    from gcl_eval.protocol.results import load_run
+
+    folder = plan.out / spec.folder
+    overrides = (("seed", spec.seed),) if spec.seed is not None else ()
+    labels = (("label", spec.label), ("seed", spec.seed), ("suite", spec.suite), ("suite_key", spec.key),
+              ("world", spec.world if spec.data is None else None))
+    run_preset(RunOptions(model=spec.preset.name, preset=spec.preset, out=folder, world=spec.world,
+                          data=Path(spec.data) if spec.data else None, protocol=plan.protocol, device=request.device,
+                          workers=request.workers, train_overrides=overrides, labels=labels,
+                          write_trec=request.trec))
+    return load_run(folder)
+
+
+def write_report(definition: Suite, results: dict, records: list[dict], out: Path, *, seeds: int,
+                 wall_s: float) -> SuiteResult:
+    """Write summary.md and suite.json into ``out``."""
+    from gcl_eval.report.suite_summary import compare, summary
+    from gcl_eval.util.atomic import atomic_write_text
+
+    table = summary(results)
+    comparisons = [compare(c.run, results[c.run], c.baseline, results[c.baseline], check_targets=c.targets)
+                   for c in definition.comparisons]
+    runs_s = sum(float(r["timings"].get("total_s", 0.0)) for r in records)
+    report = {"suite": definition.name, "description": definition.description, "paper": definition.paper,
+              "world": definition.world, "seeds": seeds, "definition": str(definition.path.name),
+              "runs": records, "summary": table, "comparisons": [c.to_json() for c in comparisons],
+              "wall_s": wall_s, "runs_total_s": round(runs_s, 1)}
+    markdown = summary_text(definition, table, comparisons, records, seeds=seeds, wall_s=wall_s)
+    atomic_write_text(out / "summary.md", markdown)
+    atomic_write_text(out / "suite.json", json.dumps(report, indent=2) + "\n")
+    return SuiteResult(out, report, markdown)
+
+
+def summary_text(definition: Suite, table: dict, comparisons: list, records: list[dict], *, seeds: int,
+                 wall_s: float) -> str:
+    """summary.md: the runs (compact and every measure), the comparisons, the time taken."""
+    from gcl_eval.report.suite_summary import compact_markdown, comparison_markdown, summary_markdown
+
+    lines = [f"# Suite {definition.name}", "", definition.description, ""]
+    if definition.paper:
+        lines += [f"Reproduces: {definition.paper}. World: {definition.world}. Seeds: {seeds}.", ""]
+    lines += ["## Runs: nDCG@10 / ERR (mean ± std over seeds)", "", compact_markdown(table), "",
+              "## Runs: every reported measure", "", summary_markdown(table), ""]
+    if comparisons:
+        lines += ["## Comparisons", ""]
+        for comparison in comparisons:
+            lines += [comparison_markdown(comparison), ""]
+    computed = [r for r in records if not r["reused"]]
+    runs_s = sum(float(r["timings"].get("total_s", 0.0)) for r in records)
+    lines += [f"Time: {runs_s / 60:.1f} min of runs (the sum of the run folders' total_s, data generation and "
+              f"imports not included); this invocation took {wall_s:.0f} s ({len(computed)} runs computed, "
+              f"{len(records) - len(computed)} reused).", ""]
+    return "\n".join(lines)
