@@ -46,7 +46,8 @@ Returned documents and order (same for both backends):
   order, so we do not. With okapi a matching document normally scores > 0; it can score 0 or less
   only on a degenerate corpus (df exactly N/2, or a negative mean idf), and is still returned.
 - Order: float32 score descending, then the lower corpus index first (as the dense search), so the
-  order is a function of the returned scores alone.
+  order is a function of the returned scores alone. The evaluation protocol then orders tied documents
+  inside the list by document id (gcl_eval.protocol.ranking), as for every retriever.
 - Documents with no title are indexed as empty (length 0); they never match.
 """
 

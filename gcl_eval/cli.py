@@ -17,6 +17,7 @@ from gcl_eval import __version__
 
 # command name -> (module, attribute, one-line help shown by `gcl-eval --help`)
 COMMANDS: dict[str, tuple[str, str, str]] = {
+    "cache": ("gcl_eval.commands.cache", "cache", "List the cache folder's entries; prune old ones."),
     "compare": ("gcl_eval.commands.compare", "compare", "Compare run folders: Table 1 with significance tests."),
     "data": ("gcl_eval.commands.data", "data", "Build, convert and check ranked datasets."),
     "eval": ("gcl_eval.commands.eval", "eval_command", "Evaluate a model on the four splits; write a run folder."),

@@ -6,6 +6,8 @@ run of a table as a possible baseline, the comparison engine (gcl_eval.report.en
 relative change of every other run and a paired test on the per-query scores, Holm-corrected across
 the cells of that table; runs it finds incomparable are marked, not refused. The page's baseline
 selector only switches between these precomputed variants, so no statistics run in the browser.
+A run that carries published numbers (a released preset on its dataset, gcl_eval.report.reported)
+gets a row of them in the table's footer, marked as reported: never sorted, compared or tested.
 The site is written to a temporary sibling folder and renamed into place.
 """
 
@@ -29,6 +31,7 @@ from gcl_eval.measures.stats import TEST_NAMES
 from gcl_eval.protocol.results import RunResult, display_label, load_run
 from gcl_eval.report import engine
 from gcl_eval.report.engine import CompareOptions, Side, change_text
+from gcl_eval.report.reported import REPORTED_MARK, reported_of
 from gcl_eval.util.atomic import atomic_folder
 from gcl_eval.util.errors import GclError
 from leaderboard.svg import Series, line_plot
@@ -71,6 +74,15 @@ class Column:
         return f"{self.split} {self.measure}"
 
 
+@dataclass(frozen=True)
+class ReportedRow:
+    """Numbers published for a run's model, shown under the table: per column the value or None."""
+
+    label: str
+    source: str
+    values: list[float | None]
+
+
 @dataclass
 class Table:
     id: str
@@ -80,6 +92,7 @@ class Table:
     rows: list[Entry]
     baseline: str  # slug of the initially selected baseline, "" for none
     variants: dict[str, dict[str, list[list]]]  # baseline slug -> run slug -> per column [text, cls, title, rel, p_adj]
+    reported: list[ReportedRow] = field(default_factory=list)  # published numbers of the table's runs
 
     @property
     def splits(self) -> list[str]:
@@ -169,8 +182,20 @@ def build_tables(entries: list[Entry], baseline: str | None = None, test: str = 
                            f"({', '.join(e.rel for e in chosen)}); give a run folder instead")
         variants = {base.slug: _variant(rows, base, columns, options) for base in rows}
         tables.append(Table(id=f"t{i}", dataset=dataset, track=track, columns=columns, rows=rows,
-                            baseline=chosen[0].slug if chosen else "", variants=variants))
+                            baseline=chosen[0].slug if chosen else "", variants=variants,
+                            reported=reported_rows(rows, columns)))
     return tables
+
+
+def reported_rows(rows: list[Entry], columns: list[Column]) -> list[ReportedRow]:
+    """A footer row per run that carries published numbers for some of the table's columns."""
+    out = []
+    for entry in rows:
+        reported = reported_of(entry.run.model)
+        values = [reported.value(c.split, c.measure) for c in columns] if reported else []
+        if any(v is not None for v in values):
+            out.append(ReportedRow(entry.label + REPORTED_MARK, reported.source, values))
+    return out
 
 
 def _has(entry: Entry, column: Column) -> bool:
@@ -335,7 +360,7 @@ def render_site(tables: list[Table], entries: list[Entry], site: Path, *, test: 
     manifest = {"generator": "gcl-eval leaderboard", "version": __version__, "test": test, "alpha": alpha,
                 "runs": {e.slug: e.rel for e in entries},
                 "tables": [{"dataset": t.dataset, "track": t.track, "runs": [e.slug for e in t.rows],
-                            "baseline": t.baseline} for t in tables]}
+                            "baseline": t.baseline, "reported": [r.label for r in t.reported]} for t in tables]}
     (site / MARKER).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 

@@ -1,4 +1,5 @@
 import os
+import sys
 
 # Nothing downloads at test time; a hub request fails at once instead of retrying for ~47 s.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -33,22 +34,31 @@ class CliResult:
         return json.loads(self.out)
 
 
-@pytest.fixture
-def gcl(capsys):
+@pytest.fixture(scope="session")
+def gcl():
     """Run `gcl-eval ARGS...` in-process through the real entry point (so errors become one line and exit
-    code 2 exactly as on the command line) and return a CliResult."""
+    code 2 exactly as on the command line) and return a CliResult. Arguments may be given one by one or
+    as one list; paths and numbers are turned into strings. Session-scoped so that module-scoped fixtures
+    (a dataset, a finished training run) can use it too: it captures by redirecting sys.stdout and
+    sys.stderr around the call, not through capsys."""
+    import contextlib
+    import io
+
     from gcl_eval.cli import main
 
     def run(*args) -> CliResult:
         argv = [str(a) for a in (args[0] if len(args) == 1 and isinstance(args[0], (list, tuple)) else args)]
-        capsys.readouterr()
-        try:
-            main(argv)
-            code = 0
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else 1
-        out, err = capsys.readouterr()
-        return CliResult(code, out, err)
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main(argv)
+                code = 0
+            except SystemExit as exit_:  # as Python does: exit(None) is 0, exit("text") prints it and is 1
+                code = 0 if exit_.code is None else exit_.code
+                if not isinstance(code, int):
+                    print(code, file=sys.stderr)
+                    code = 1
+        return CliResult(code, out.getvalue(), err.getvalue())
 
     return run
 

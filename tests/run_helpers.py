@@ -1,4 +1,4 @@
-"""Run folders for compare/gate tests, built in well under a second without a model.
+"""Runs for the compare, gate and suite-report tests, built in well under a second without a model.
 
 Stand-in retrievers on the tiny synthetic dataset: a noisy oracle (the ground truth ranked by its
 score plus seeded noise, then random documents) and a random ranker, so differences between runs,
@@ -18,7 +18,7 @@ from gcl_eval.data.dataset import SPLITS
 from gcl_eval.data.synth import SynthConfig
 from gcl_eval.data.synth.build import build_synthetic
 from gcl_eval.protocol.evaluate import EvalProtocol, evaluate_dataset
-from gcl_eval.protocol.results import save_run
+from gcl_eval.protocol.results import RunResult, save_run
 
 MEASURES = ("nDCG@10", "ERR", "RBP(p=0.9)", "R@100")
 
@@ -106,3 +106,16 @@ def build_runs(root: Path) -> dict[str, Path]:
     }
     runs["copy"] = Path(shutil.copytree(runs["good"], root / "copy"))
     return runs
+
+
+def fake_run(scores: dict[str, np.ndarray], seed: int) -> RunResult:
+    """An in-memory RunResult with the given per-query nDCG@10 per split (qids q0..), ERR = nDCG@10 squared
+    and RBP(p=0.9) = nDCG@10 / 2, labelled with a training seed (for the suite report)."""
+    rows, splits = [], {}
+    for split, values in scores.items():
+        frame = pd.DataFrame({"split": split, "qid": [f"q{i}" for i in range(len(values))], "nDCG@10": values,
+                              "ERR": values ** 2, "RBP(p=0.9)": values / 2})
+        rows.append(frame)
+        splits[split] = {"n_queries": len(values), "corpus_size": 10,
+                         "metrics": {m: float(frame[m].mean()) for m in ("nDCG@10", "ERR", "RBP(p=0.9)")}}
+    return RunResult(model={"seed": seed}, dataset={}, protocol={}, splits=splits, per_query=pd.concat(rows))

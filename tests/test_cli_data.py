@@ -1,18 +1,18 @@
-"""`gcl-eval data split` and `gcl-eval data check` through click's runner and the console script."""
+"""`gcl-eval data split` and `gcl-eval data check` through the real entry point and the console script."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from click.testing import CliRunner
 
-from gcl_eval.cli import cli, main
 from gcl_eval.data.dataset import SPLIT_STEMS, SPLITS
+from gcl_eval.experiments.datasets import check_dataset_folder
 from gcl_eval.util.errors import DataError
 from test_data_marqo import make_marqo_folder
 
@@ -25,54 +25,52 @@ def write_table(path, n_queries=30, per_query=8, n_docs=80):
     return path
 
 
-def test_split_then_check_json(tmp_path):
+def test_split_then_check_json(tmp_path, gcl):
     table = write_table(tmp_path / "pairs.csv")
-    runner = CliRunner()
-    result = runner.invoke(cli, ["data", "split", str(table), "--out", str(tmp_path / "ds"), "--seed", "5"])
-    assert result.exit_code == 0, result.output
+    result = gcl("data", "split", table, "--out", tmp_path / "ds", "--seed", "5")
+    assert result.code == 0, result.err
     assert "wrote" in result.output and "zero_shot" in result.output
     for split in SPLITS:
         assert (tmp_path / "ds" / f"{SPLIT_STEMS[split]}.csv").is_file()
-    result = runner.invoke(cli, ["data", "check", str(tmp_path / "ds"), "--json"])
-    assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    result = gcl("data", "check", tmp_path / "ds", "--json")
+    assert result.code == 0, result.err
+    summary = result.json()
     assert list(summary) == ["splits"] and list(summary["splits"]) == list(SPLITS)
     assert summary["splits"]["novel_corpus"]["corpus"] == "corpus_2"
     assert sum(s["pairs"] for s in summary["splits"].values()) == len(pd.read_csv(table))
     # same seed, same bytes
-    runner.invoke(cli, ["data", "split", str(table), "--out", str(tmp_path / "again"), "--seed", "5"])
+    assert gcl("data", "split", table, "--out", tmp_path / "again", "--seed", "5").code == 0
     for split in SPLITS:
         name = f"{SPLIT_STEMS[split]}.csv"
         assert (tmp_path / "ds" / name).read_bytes() == (tmp_path / "again" / name).read_bytes()
 
 
-def test_check_plain_table_and_images_option(tmp_path):
+def test_check_plain_table_and_images_option(tmp_path, gcl):
     root = make_marqo_folder(tmp_path / "ds")
-    result = CliRunner().invoke(cli, ["data", "check", str(root)])
-    assert result.exit_code == 0, result.output
+    result = gcl("data", "check", root)
+    assert result.code == 0, result.err
     lines = result.output.splitlines()
     assert lines[0].endswith(": ok") and lines[1].split() == ["split", "pairs", "queries", "docs", "corpus",
                                                                "corpus", "size"]
     assert lines[2].split() == ["in_domain", "3", "2", "3", "corpus_1", "3"]
-    result = CliRunner().invoke(cli, ["data", "check", str(root), "--check-images"])
-    assert isinstance(result.exception, DataError) and "00124" in str(result.exception)
+    result = gcl("data", "check", root, "--check-images")
+    assert result.code == 2 and len(result.error_lines) == 1 and "00124" in result.err, result.err
+    with pytest.raises(DataError, match="00124"):  # what the command turned into that line
+        check_dataset_folder(root, check_images=True)
     new = tmp_path / "new"
     new.mkdir()
-    result = CliRunner().invoke(cli, ["data", "check", str(root), "--images", str(new), "--check-images"])
-    assert isinstance(result.exception, DataError) and str(new / "images" / "00123.png") in str(result.exception)
+    result = gcl("data", "check", root, "--images", new, "--check-images")
+    assert result.code == 2 and len(result.error_lines) == 1, result.err
+    assert str(new / "images" / "00123.png") in result.err
+    with pytest.raises(DataError, match=re.escape(str(new / "images" / "00123.png"))):
+        check_dataset_folder(root, images_root=new, check_images=True)
 
 
-def test_help_lists_the_commands():
-    result = CliRunner().invoke(cli, ["data", "--help"])
-    assert result.exit_code == 0
+def test_help_lists_the_commands(gcl):
+    result = gcl("data", "--help")
+    assert result.code == 0
     for name in ("split", "check", "synth"):
         assert name in result.output
-
-
-def run_main(args, capsys):
-    with pytest.raises(SystemExit) as info:
-        main(args)
-    return info.value.code, capsys.readouterr()
 
 
 @pytest.mark.parametrize(
@@ -86,20 +84,20 @@ def run_main(args, capsys):
         (["data", "split", "{tmp}/bad.csv", "--out", "{tmp}/o"], "bad.csv: missing column 'doc_id'"),
     ],
 )
-def test_errors_exit_2_with_one_line(tmp_path, capsys, args, message):
+def test_errors_exit_2_with_one_line(tmp_path, gcl, args, message):
     write_table(tmp_path / "pairs.csv")
     (tmp_path / "bad.csv").write_text("query,item,score,title\na,1,1,t\n")
-    code, captured = run_main([a.format(tmp=tmp_path) for a in args], capsys)
-    assert code == 2
-    assert message in captured.err and "Traceback" not in captured.err
-    assert captured.out == ""
+    result = gcl([a.format(tmp=tmp_path) for a in args])
+    assert result.code == 2
+    assert message in result.err and "Traceback" not in result.err
+    assert result.out == ""
     assert not (tmp_path / "o").exists()
 
 
-def test_split_leaves_nothing_when_the_split_is_impossible(tmp_path, capsys):
+def test_split_leaves_nothing_when_the_split_is_impossible(tmp_path, gcl):
     (tmp_path / "two.csv").write_text("query,doc_id,score,title\na,1,1,x\nb,2,1,y\n")
-    code, captured = run_main(["data", "split", str(tmp_path / "two.csv"), "--out", str(tmp_path / "o")], capsys)
-    assert code == 2 and "is empty" in captured.err
+    result = gcl("data", "split", tmp_path / "two.csv", "--out", tmp_path / "o")
+    assert result.code == 2 and "is empty" in result.err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["two.csv"]
 
 

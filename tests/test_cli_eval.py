@@ -5,73 +5,70 @@ import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from gcl_eval.cli import cli
 from gcl_eval.protocol.results import load_run
 
 BASE = ["eval", "--arch", "tiny-clip", "--queries", "30", "--top-k", "50", "--workers", "0", "--batch-size", "64"]
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def data(tmp_path_factory, gcl):
     out = tmp_path_factory.mktemp("eval") / "synth"
-    result = CliRunner().invoke(cli, ["data", "synth", "--out", str(out), "--queries", "120", "--docs-per-query", "20",
-                                      "--image-size", "32", "--seed", "2", "--no-diagnostics"])
-    assert result.exit_code == 0, result.output
+    result = gcl("data", "synth", "--out", out, "--queries", "120", "--docs-per-query", "20", "--image-size", "32",
+                 "--seed", "2", "--no-diagnostics")
+    assert result.code == 0, result.err
     return out
 
 
-def _eval(data, out, *extra):
-    result = CliRunner().invoke(cli, [*BASE, "--data", str(data), "--out", str(out), "--json", *extra])
-    assert result.exit_code == 0, (result.output, result.exception)
-    return json.loads(result.output)
+def _eval(gcl, data, out, *extra):
+    result = gcl(*BASE, "--data", data, "--out", out, "--json", *extra)
+    assert result.code == 0, result.err
+    return result.json()
 
 
-def test_eval_writes_a_valid_run_folder_and_reuses_the_cache(data, tmp_path):
-    first = _eval(data, tmp_path / "run")
+def test_eval_writes_a_valid_run_folder_and_reuses_the_cache(gcl, data, tmp_path):
+    first = _eval(gcl, data, tmp_path / "run")
     loaded = load_run(tmp_path / "run")
     assert list(loaded.splits) == ["in_domain", "novel_query", "novel_corpus", "zero_shot"]
     assert first["model"]["arch"] == "tiny-clip" and len(first["model"]["checkpoint_sha256"]) == 64
     # misses: 2 corpora x (pooled + title + image) + 3 query lists; novel_query and zero_shot
     # sample the same (all) eval queries in the same order, so their second lookup hits
     assert first["timings"]["embedding_cache"] == {"hits": 1, "misses": 9, "corrupt": 0}
-    second = _eval(data, tmp_path / "run2")
+    second = _eval(gcl, data, tmp_path / "run2")
     # 2 pooled corpora + 4 query lists, all hits: nothing is encoded
     assert second["timings"]["embedding_cache"] == {"hits": 6, "misses": 0, "corrupt": 0}
     assert second["splits"] == first["splits"]
 
 
-def test_other_checkpoint_or_field_weight_misses_the_cache(data, tmp_path):
-    _eval(data, tmp_path / "a")
-    other_seed = _eval(data, tmp_path / "b", "--seed", "1")
+def test_other_checkpoint_or_field_weight_misses_the_cache(gcl, data, tmp_path):
+    _eval(gcl, data, tmp_path / "a")
+    other_seed = _eval(gcl, data, tmp_path / "b", "--seed", "1")
     assert other_seed["timings"]["embedding_cache"]["misses"] == 9  # everything re-encoded
-    reweighted = _eval(data, tmp_path / "c", "--fields", "title=0.7,image=0.3")
+    reweighted = _eval(gcl, data, tmp_path / "c", "--fields", "title=0.7,image=0.3")
     cache = reweighted["timings"]["embedding_cache"]
     # the pooled corpora miss (weights changed); their per-field entries and the queries hit
     assert cache["misses"] == 2 and cache["hits"] > 0
 
 
-def test_cold_start_title_only_weights(data, tmp_path):
-    result = _eval(data, tmp_path / "r", "--cold-start-fields", "title=1")
+def test_cold_start_title_only_weights(gcl, data, tmp_path):
+    result = _eval(gcl, data, tmp_path / "r", "--cold-start-fields", "title=1")
     assert result["model"]["split_doc_fields"]["zero_shot"] == "title=1"
     assert result["model"]["doc_fields"] == "image=0.5,title=0.5"
 
 
-def test_checkpoint_file_loads_and_is_hashed(data, tmp_path):
+def test_checkpoint_file_loads_and_is_hashed(gcl, data, tmp_path):
     import torch
 
     from gcl_eval.retrieval.models import file_sha256, load_open_clip
 
     ckpt = tmp_path / "model.pt"
     torch.save(load_open_clip("tiny-clip", seed=5).model.state_dict(), ckpt)
-    result = _eval(data, tmp_path / "r", "--checkpoint", str(ckpt))
+    result = _eval(gcl, data, tmp_path / "r", "--checkpoint", str(ckpt))
     assert result["model"]["checkpoint_sha256"] == file_sha256(ckpt)
-    seeded = _eval(data, tmp_path / "s", "--seed", "5")
+    seeded = _eval(gcl, data, tmp_path / "s", "--seed", "5")
     assert seeded["splits"] == result["splits"]
 
 
@@ -153,10 +150,10 @@ def test_empty_split_exits_2(data, tmp_path):
     assert proc.stderr.count("\n") == 1
 
 
-def test_device_auto_picks_this_machines_device(data, tmp_path):
+def test_device_auto_picks_this_machines_device(gcl, data, tmp_path):
     from gcl_eval.util.distributed import resolve_device
 
-    result = _eval(data, tmp_path / "r", "--device", "auto")
+    result = _eval(gcl, data, tmp_path / "r", "--device", "auto")
     assert result["environment"]["device"] == str(resolve_device("auto"))
     assert list(result["model"]) == ["arch", "source", "checkpoint_sha256", "encoder", "precision", "doc_fields",
                                      "split_doc_fields"]

@@ -1,11 +1,7 @@
 """`gcl-eval run`: every CPU preset end to end on a small synthetic dataset; reuse of checkpoints and caches."""
 
-import json
-
 import pytest
-from click.testing import CliRunner
 
-from gcl_eval.cli import cli
 from gcl_eval.experiments.pipeline import RunOptions, run_preset
 from gcl_eval.protocol.evaluate import EvalProtocol
 from gcl_eval.protocol.results import load_run
@@ -14,11 +10,11 @@ FAST = (("epochs", 1), ("batch_size", 32), ("num_workers", 0), ("warmup", 2))
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def data(tmp_path_factory, gcl):
     out = tmp_path_factory.mktemp("run") / "synth"
-    result = CliRunner().invoke(cli, ["data", "synth", "--out", str(out), "--queries", "80", "--docs-per-query", "20",
-                                      "--image-size", "32", "--seed", "4", "--no-diagnostics"])
-    assert result.exit_code == 0, result.output
+    result = gcl("data", "synth", "--out", out, "--queries", "80", "--docs-per-query", "20", "--image-size", "32",
+                 "--seed", "4", "--no-diagnostics")
+    assert result.code == 0, result.err
     return out
 
 
@@ -79,11 +75,11 @@ def test_suite_labels_come_after_the_weights_and_before_the_field_weights(data, 
                                                "split_doc_fields"]
 
 
-def test_run_command_prints_the_table(data, tmp_path):
-    args = ["run", "--model", "bm25", "--data", str(data), "--out", str(tmp_path / "r"), "--queries", "20",
-            "--top-k", "50", "--device", "auto"]
-    result = CliRunner().invoke(cli, args)
-    assert result.exit_code == 0, result.output
+def test_run_command_prints_the_table(gcl, data, tmp_path):
+    args = ["run", "--model", "bm25", "--data", data, "--out", tmp_path / "r", "--queries", "20", "--top-k", "50",
+            "--device", "auto"]
+    result = gcl(args)
+    assert result.code == 0, result.err
     assert "in_domain" in result.output and "nDCG@10" in result.output
-    as_json = CliRunner().invoke(cli, args + ["--json"])
-    assert json.loads(as_json.output)["model"]["family"] == "bm25"
+    as_json = gcl(args + ["--json"])
+    assert as_json.code == 0 and as_json.json()["model"]["family"] == "bm25"

@@ -7,9 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from gcl_eval.cli import cli
 from gcl_eval.data.io import read_dataset
 
 
@@ -19,18 +17,18 @@ def _tree_digest(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def synth_dir(tmp_path_factory):
+def synth_dir(tmp_path_factory, gcl):
     out = tmp_path_factory.mktemp("synth") / "d"
-    result = CliRunner().invoke(cli, ["data", "synth", "--out", str(out), "--queries", "500",
-                                      "--docs-per-query", "40", "--seed", "7", "--image-size", "32"])
-    assert result.exit_code == 0, result.output
+    result = gcl("data", "synth", "--out", out, "--queries", "500", "--docs-per-query", "40", "--seed", "7",
+                 "--image-size", "32")
+    assert result.code == 0, result.err
     return out
 
 
-def test_synth_then_check_shows_the_quadruple_structure(synth_dir):
-    result = CliRunner().invoke(cli, ["data", "check", str(synth_dir), "--json"])
-    assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+def test_synth_then_check_shows_the_quadruple_structure(gcl, synth_dir):
+    result = gcl("data", "check", synth_dir, "--json")
+    assert result.code == 0, result.err
+    report = result.json()
     splits = report["splits"]
     assert list(splits) == ["in_domain", "novel_query", "novel_corpus", "zero_shot"]
     assert {s: v["corpus"] for s, v in splits.items()} == {
@@ -79,18 +77,18 @@ def test_images_are_png_files_the_reader_can_load(synth_dir):
     assert image.size == (32, 32)
 
 
-def test_same_seed_same_bytes(tmp_path, synth_dir):
+def test_same_seed_same_bytes(gcl, tmp_path, synth_dir):
     again = tmp_path / "again"
-    result = CliRunner().invoke(cli, ["data", "synth", "--out", str(again), "--queries", "500",
-                                      "--docs-per-query", "40", "--seed", "7", "--image-size", "32"])
-    assert result.exit_code == 0, result.output
+    result = gcl("data", "synth", "--out", again, "--queries", "500", "--docs-per-query", "40", "--seed", "7",
+                 "--image-size", "32")
+    assert result.code == 0, result.err
     assert _tree_digest(again) == _tree_digest(synth_dir)
 
 
-def test_diagnostics_show_the_signal_and_the_control_hides_it(tmp_path):
+def test_diagnostics_show_the_signal_and_the_control_hides_it(gcl, tmp_path):
     args = ["data", "synth", "--queries", "300", "--docs-per-query", "40", "--no-images", "--json"]
-    visible = json.loads(CliRunner().invoke(cli, args + ["--out", str(tmp_path / "v")]).output)
-    hidden = json.loads(CliRunner().invoke(cli, args + ["--out", str(tmp_path / "h"), "--quality-hidden"]).output)
+    visible = gcl(args + ["--out", tmp_path / "v"]).json()
+    hidden = gcl(args + ["--out", tmp_path / "h", "--quality-hidden"]).json()
     assert visible["quality_cues"]["estimate_held_out"] > 0.6
     assert abs(hidden["quality_cues"]["estimate_held_out"]) < 0.15
     for split in ("novel_corpus", "zero_shot"):

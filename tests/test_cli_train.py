@@ -7,9 +7,10 @@ import json
 import pandas as pd
 import pytest
 
-from gcl_eval.cli import main
 from gcl_eval.data.io import read_dataset
-from train_helpers import make_dataset, one_torch_thread  # noqa: F401 (autouse)
+from train_helpers import make_dataset
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 FAST = ["--epochs", "1", "--batch-size", "16", "--workers", "0", "--device", "cpu"]
 
@@ -20,35 +21,20 @@ def data(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def trained(data, tmp_path_factory):
+def trained(data, tmp_path_factory, gcl):
     """A finished tiny-clip run (the resume-refusal tests need a real checkpoint folder)."""
     out = tmp_path_factory.mktemp("cli-run") / "ckpt"
-    code, stdout, stderr = _run_plain(["train", "--arch", "tiny-clip", "--data", str(data), "--out", str(out),
-                                       *FAST, "--json"])
-    assert code == 0, stderr
-    return out, json.loads(stdout)
+    result = gcl("train", "--arch", "tiny-clip", "--data", data, "--out", out, *FAST, "--json")
+    assert result.code == 0, result.err
+    return out, result.json()
 
 
-def _run_plain(args) -> tuple[int, str, str]:
-    import contextlib
-    import io
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(args)
-            code = 0
-        except SystemExit as exit_:
-            code = exit_.code
-    return code, out.getvalue(), err.getvalue()
-
-
-def _fails_with_one_line(args, *expected: str) -> str:
-    code, stdout, stderr = _run_plain(args)
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert code == 2, (code, stdout, stderr)
-    assert len(lines) == 1 and lines[0].startswith("gcl-eval: error: "), stderr
-    assert "Traceback" not in stderr
+def _fails_with_one_line(gcl, args, *expected: str) -> str:
+    result = gcl(args)
+    lines = result.error_lines
+    assert result.code == 2, (result.code, result.out, result.err)
+    assert len(lines) == 1 and lines[0].startswith("gcl-eval: error: "), result.err
+    assert "Traceback" not in result.err
     for text in expected:
         assert text in lines[0], lines[0]
     return lines[0]
@@ -65,12 +51,12 @@ def test_a_short_run_prints_a_summary_and_json(trained):
     assert info["timings"]["train_s"] > 0
 
 
-def test_help_lists_the_options():
-    code, stdout, _ = _run_plain(["train", "--help"])
-    assert code == 0
+def test_help_lists_the_options(gcl):
+    result = gcl("train", "--help")
+    assert result.code == 0
     for option in ("--arch", "--text-model", "--stw", "--loss", "--precision", "--grad-cache-chunk", "--resume",
                    "--fields", "--pretrained"):
-        assert option in stdout
+        assert option in result.out
 
 
 @pytest.mark.parametrize("option, value, expected", [
@@ -78,41 +64,41 @@ def test_help_lists_the_options():
     ("--loss", "triplet", "'triplet' is not one of"),
     ("--precision", "fp8", "'fp8' is not one of"),
 ])
-def test_unknown_names_exit_2(data, tmp_path, option, value, expected):
-    _fails_with_one_line(["train", "--arch", "tiny-clip", "--data", str(data), "--out", str(tmp_path / "o"),
-                          *FAST, option, value], expected)
+def test_unknown_names_exit_2(gcl, data, tmp_path, option, value, expected):
+    _fails_with_one_line(gcl, ["train", "--arch", "tiny-clip", "--data", str(data), "--out", str(tmp_path / "o"),
+                               *FAST, option, value], expected)
 
 
-def test_scores_outside_1_to_s_max_exit_2(data, tmp_path):
+def test_scores_outside_1_to_s_max_exit_2(gcl, data, tmp_path):
     bad = tmp_path / "bad"
     make_dataset(bad)
     csv = bad / "query_0_product_id_0.csv"
     table = pd.read_csv(csv, dtype=str, keep_default_na=False)
     table.loc[3, "score_linear"] = "150"
     table.to_csv(csv, index=False)
-    _fails_with_one_line(["train", "--arch", "tiny-clip", "--data", str(bad), "--out", str(tmp_path / "o"), *FAST],
-                         "in_domain", "1..100", "150")
+    _fails_with_one_line(gcl, ["train", "--arch", "tiny-clip", "--data", str(bad), "--out", str(tmp_path / "o"),
+                               *FAST], "in_domain", "1..100", "150")
     assert not (tmp_path / "o").exists()  # nothing half-written
 
 
-def test_batch_larger_than_the_data_exit_2(data, tmp_path):
-    _fails_with_one_line(["train", "--arch", "tiny-clip", "--data", str(data), "--out", str(tmp_path / "o"),
-                          "--batch-size", "5000", "--workers", "0"], "batch size 5000", "in_domain training pairs")
+def test_batch_larger_than_the_data_exit_2(gcl, data, tmp_path):
+    _fails_with_one_line(gcl, ["train", "--arch", "tiny-clip", "--data", str(data), "--out", str(tmp_path / "o"),
+                               "--batch-size", "5000", "--workers", "0"], "batch size 5000", "in_domain training pairs")
 
 
-def test_resume_from_another_model_exit_2(trained, data):
+def test_resume_from_another_model_exit_2(gcl, trained, data):
     out, _ = trained
-    _fails_with_one_line(["train", "--arch", "ViT-B-32", "--data", str(data), "--out", str(out), *FAST, "--resume"],
-                         "another run", "arch", "tiny-clip", "ViT-B-32")
-    _fails_with_one_line(["train", "--arch", "tiny-clip", "--loss", "sigmoid", "--data", str(data), "--out", str(out),
-                          *FAST, "--resume"], "another run", "loss")
+    _fails_with_one_line(gcl, ["train", "--arch", "ViT-B-32", "--data", str(data), "--out", str(out), *FAST,
+                               "--resume"], "another run", "arch", "tiny-clip", "ViT-B-32")
+    _fails_with_one_line(gcl, ["train", "--arch", "tiny-clip", "--loss", "sigmoid", "--data", str(data), "--out",
+                               str(out), *FAST, "--resume"], "another run", "loss")
 
 
-def test_resume_on_other_data_exit_2(trained, tmp_path):
+def test_resume_on_other_data_exit_2(gcl, trained, tmp_path):
     out, _ = trained
     other = make_dataset(tmp_path / "other", seed=1)
-    _fails_with_one_line(["train", "--arch", "tiny-clip", "--data", str(other), "--out", str(out), *FAST, "--resume"],
-                         "other data")
+    _fails_with_one_line(gcl, ["train", "--arch", "tiny-clip", "--data", str(other), "--out", str(out), *FAST,
+                               "--resume"], "other data")
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -125,23 +111,23 @@ def test_resume_on_other_data_exit_2(trained, tmp_path):
     (["--arch", "tiny-clip", "--epochs", "0"], "epochs"),
     (["--arch", "tiny-clip", "--device", "cuda:0"], None),
 ])
-def test_bad_options_exit_2(data, tmp_path, args, expected):
+def test_bad_options_exit_2(gcl, data, tmp_path, args, expected):
     import torch
 
     if "cuda:0" in args and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     common = ["--data", str(data), "--out", str(tmp_path / "o"), "--epochs", "1", "--workers", "0", "--device", "cpu"]
-    _fails_with_one_line(["train", *common, *args], *([expected] if expected else []))  # later options win
+    _fails_with_one_line(gcl, ["train", *common, *args], *([expected] if expected else []))  # later options win
 
 
-def test_out_folder_rules_exit_2(trained, data, tmp_path):
+def test_out_folder_rules_exit_2(gcl, trained, data, tmp_path):
     out, _ = trained
-    _fails_with_one_line(["train", "--arch", "tiny-clip", "--data", str(data), "--out", str(out), *FAST],
+    _fails_with_one_line(gcl, ["train", "--arch", "tiny-clip", "--data", str(data), "--out", str(out), *FAST],
                          "already holds a finished training run")
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "notes.txt").write_text("mine")
-    _fails_with_one_line(["train", "--arch", "tiny-clip", "--data", str(data), "--out", str(busy), *FAST],
+    _fails_with_one_line(gcl, ["train", "--arch", "tiny-clip", "--data", str(data), "--out", str(busy), *FAST],
                          "not empty")
-    _fails_with_one_line(["train", "--arch", "tiny-clip", "--data", str(tmp_path / "nowhere"), "--out",
-                          str(tmp_path / "o"), *FAST], "nowhere")
+    _fails_with_one_line(gcl, ["train", "--arch", "tiny-clip", "--data", str(tmp_path / "nowhere"), "--out",
+                               str(tmp_path / "o"), *FAST], "nowhere")

@@ -9,7 +9,6 @@ from dataclasses import replace
 import pytest
 from run_helpers import build_runs, make_run
 
-from gcl_eval.cli import main
 from gcl_eval.report.compare import (
     compare_runs,
     format_csv,
@@ -261,33 +260,36 @@ def test_measures_must_exist(runs):
 # The command
 
 
-def test_cli_json_and_measure_lists(paths, capsys):
-    main(["compare", str(paths["bad"]), str(paths["worse"]), "--baseline", str(paths["good"]),
-          "-m", "nDCG@10,ERR", "--measures", "R@100", "--format", "json"])
-    doc = json.loads(capsys.readouterr().out)
+def test_cli_json_and_measure_lists(paths, gcl):
+    result = gcl("compare", paths["bad"], paths["worse"], "--baseline", paths["good"], "-m", "nDCG@10,ERR",
+                 "--measures", "R@100", "--format", "json")
+    assert result.code == 0, result.err
+    doc = result.json()
     assert [r["label"] for r in doc["runs"]] == ["good", "bad", "worse"]  # folder names: no preset
     assert doc["measures"] == ["nDCG@10", "ERR", "R@100"] and doc["n_tests"] == 2 * 4 * 3
 
 
-def test_cli_plain_table_when_piped(paths, capsys):
-    main(["compare", str(paths["good"]), str(paths["bad"]), "--baseline", str(paths["good"])])
-    out = capsys.readouterr().out
+def test_cli_plain_table_when_piped(paths, gcl):
+    result = gcl("compare", paths["good"], paths["bad"], "--baseline", paths["good"])
+    assert result.code == 0, result.err
+    out = result.out
     assert out.splitlines()[3].startswith("good (baseline)")  # a run dir equal to the baseline is not repeated
     assert len([line for line in out.splitlines() if line.startswith(("good", "bad"))]) == 2
 
 
 @pytest.mark.parametrize("fmt, start", [("markdown", "| run |"), ("csv", "run,is_baseline"),
                                         ("latex", "% relative change"), ("table", " ")])
-def test_cli_formats(paths, capsys, fmt, start):
-    main(["compare", str(paths["bad"]), "--baseline", str(paths["good"]), "--format", fmt, "--test", "randomization"])
-    assert capsys.readouterr().out.startswith(start)
+def test_cli_formats(paths, gcl, fmt, start):
+    result = gcl("compare", paths["bad"], "--baseline", paths["good"], "--format", fmt, "--test", "randomization")
+    assert result.code == 0 and result.out.startswith(start), result.err
 
 
-def test_cli_labels_use_the_preset(tmp_path, capsys):
+def test_cli_labels_use_the_preset(tmp_path, gcl):
     a = make_run(tmp_path / "a", "oracle", preset="vitb32-gcl")
     b = make_run(tmp_path / "b", "random", preset="vitb32-clip")
-    main(["compare", str(b), "--baseline", str(a), "--format", "csv"])
-    assert {row["run"] for row in csv.DictReader(io.StringIO(capsys.readouterr().out))} == {"vitb32-gcl", "vitb32-clip"}
+    result = gcl("compare", b, "--baseline", a, "--format", "csv")
+    assert result.code == 0, result.err
+    assert {row["run"] for row in csv.DictReader(io.StringIO(result.out))} == {"vitb32-gcl", "vitb32-clip"}
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -297,15 +299,15 @@ def test_cli_labels_use_the_preset(tmp_path, capsys):
     (["{good}/nope"], "not a run folder"),
     (["{bad}", "--alpha", "1.5"], "alpha"),
 ])
-def test_cli_bad_input_exits_2_with_one_line(paths, capsys, args, needle):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["compare", *[a.format(**{k: str(v) for k, v in paths.items()}) for a in args]])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
+def test_cli_bad_input_exits_2_with_one_line(paths, gcl, args, needle):
+    result = gcl("compare", *[a.format(**{k: str(v) for k, v in paths.items()}) for a in args])
+    assert result.code == 2
+    err = result.err
     assert needle in err and err.count("\n") == 1 and err.startswith("gcl-eval: error: ")
 
 
-def test_cli_force(paths, capsys):
-    main(["compare", str(paths["other_protocol"]), "--baseline", str(paths["good"]), "--force", "--format", "json"])
-    notes = json.loads(capsys.readouterr().out)["notes"]
+def test_cli_force(paths, gcl):
+    result = gcl("compare", paths["other_protocol"], "--baseline", paths["good"], "--force", "--format", "json")
+    assert result.code == 0, result.err
+    notes = result.json()["notes"]
     assert notes == ["forced: other_protocol differs from good in protocol top_k (50 vs 100)"]

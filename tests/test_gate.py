@@ -7,7 +7,6 @@ import sys
 import pytest
 from run_helpers import build_runs
 
-from gcl_eval.cli import main
 from gcl_eval.util.errors import GclError
 from gcl_eval.report.gate import gate
 from gcl_eval.protocol.results import load_run
@@ -122,38 +121,40 @@ def _gate(paths, baseline, candidate, *extra):
     return ["gate", "--baseline", str(paths[baseline]), "--candidate", str(paths[candidate]), *extra]
 
 
-def test_cli_pass_prints_the_summary_and_appends_it_to_the_job_summary(paths, tmp_path, monkeypatch, capsys):
+def test_cli_pass_prints_the_summary_and_appends_it_to_the_job_summary(paths, tmp_path, monkeypatch, gcl):
     summary = tmp_path / "summary.md"
     summary.write_text("# earlier step\n")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
-    main(_gate(paths, "good", "copy"))  # exit 0: main returns
-    out = capsys.readouterr().out
+    result = gcl(_gate(paths, "good", "copy"))
+    assert result.code == 0, result.err
+    out = result.out
     assert out.startswith("### gcl-eval gate: \u2705 PASS")
     assert summary.read_text() == "# earlier step\n" + out + "\n"
 
 
-def test_cli_regression_exits_1(paths, tmp_path, monkeypatch, capsys):
+def test_cli_regression_exits_1(paths, tmp_path, monkeypatch, gcl):
     summary = tmp_path / "summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
-    with pytest.raises(SystemExit) as exit_info:
-        main(_gate(paths, "good", "worse", "--max-drop", "0.05", "-m", "RBP(p=0.9)", "--splits", "in_domain,zero_shot"))
-    assert exit_info.value.code == 1
-    out = capsys.readouterr().out
+    result = gcl(_gate(paths, "good", "worse", "--max-drop", "0.05", "-m", "RBP(p=0.9)", "--splits",
+                       "in_domain,zero_shot"))
+    assert result.code == 1, result.err
+    out = result.out
     assert "FAIL: 2 of 2 cells regressed" in out and "significant drop" in out
     assert summary.read_text() == out + "\n"
 
 
-def test_cli_gate_a_run_against_itself(paths, monkeypatch, capsys):
+def test_cli_gate_a_run_against_itself(paths, monkeypatch, gcl):
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-    main(_gate(paths, "good", "good", "-s", "novel_query"))
-    out = capsys.readouterr().out
+    result = gcl(_gate(paths, "good", "good", "-s", "novel_query"))
+    assert result.code == 0, result.err
+    out = result.out
     assert "PASS: no cell of 3 regressed" in out and f"Candidate `{paths['good']}` against baseline" in out
 
 
-def test_cli_without_job_summary(paths, monkeypatch, capsys):
+def test_cli_without_job_summary(paths, monkeypatch, gcl):
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-    main(_gate(paths, "good", "reseeded", "--max-drop", "0.05", "--alpha", "0.01", "--test", "randomization"))
-    assert "PASS" in capsys.readouterr().out
+    result = gcl(_gate(paths, "good", "reseeded", "--max-drop", "0.05", "--alpha", "0.01", "--test", "randomization"))
+    assert result.code == 0 and "PASS" in result.out, result.err
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -164,19 +165,17 @@ def test_cli_without_job_summary(paths, monkeypatch, capsys):
     (["--baseline", "{good}", "--candidate", "{bad}", "--max-drop", "-1"], "--max-drop"),
     (["--baseline", "{good}"], "--candidate"),
 ])
-def test_cli_bad_input_exits_2(paths, capsys, args, needle):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["gate", *[a.format(**{k: str(v) for k, v in paths.items()}) for a in args]])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
+def test_cli_bad_input_exits_2(paths, gcl, args, needle):
+    result = gcl("gate", *[a.format(**{k: str(v) for k, v in paths.items()}) for a in args])
+    assert result.code == 2
+    err = result.err
     assert needle in err and err.count("\n") == 1
 
 
-def test_cli_unwritable_job_summary_is_bad_input(paths, tmp_path, monkeypatch, capsys):
+def test_cli_unwritable_job_summary_is_bad_input(paths, tmp_path, monkeypatch, gcl):
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "no" / "such" / "dir" / "summary.md"))
-    with pytest.raises(SystemExit) as exit_info:
-        main(_gate(paths, "good", "copy"))
-    assert exit_info.value.code == 2 and "GITHUB_STEP_SUMMARY" in capsys.readouterr().err
+    result = gcl(_gate(paths, "good", "copy"))
+    assert result.code == 2 and "GITHUB_STEP_SUMMARY" in result.err
 
 
 def test_exit_codes_of_the_real_process(paths, tmp_path):

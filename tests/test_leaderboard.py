@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from gcl_eval.measures import stats
-from gcl_eval.cli import main
 from gcl_eval.util.errors import GclError
 from leaderboard.build import build_site, build_tables, collect_runs
 from leaderboard.svg import Series, line_plot, nice_ticks
@@ -58,16 +57,11 @@ class Tags(HTMLParser):
             self._script = None
 
 
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    return exit_info.value.code, capsys.readouterr()
-
-
-def test_build_writes_one_table_per_dataset_and_track_and_a_page_per_run(results, tmp_path, capsys):
+def test_build_writes_one_table_per_dataset_and_track_and_a_page_per_run(results, tmp_path, gcl):
     out = tmp_path / "site"
-    main(["leaderboard", "build", str(results), "--out", str(out), "--baseline", "bm25"])
-    assert capsys.readouterr().out.strip() == f"wrote {out / 'index.html'}: 10 runs in 5 tables"
+    result = gcl("leaderboard", "build", results, "--out", out, "--baseline", "bm25")
+    assert result.code == 0, result.err
+    assert result.out.strip() == f"wrote {out / 'index.html'}: 10 runs in 5 tables"
     manifest = json.loads((out / "site.json").read_text())
     assert [(t["dataset"], t["track"]) for t in manifest["tables"]] == [
         ("synth-s3", "text"), ("synth-s3", "image"), ("synth-s3", "multi"), ("synth-s3", "unknown"),
@@ -215,15 +209,15 @@ def test_line_plot_escapes_labels_and_picks_round_ticks():
     assert nice_ticks(0, 37) == [0, 10, 20, 30, 40]
 
 
-def test_invalid_run_folder_is_one_line_exit_2_and_keeps_the_old_site(results, site, tmp_path, capsys):
+def test_invalid_run_folder_is_one_line_exit_2_and_keeps_the_old_site(results, site, tmp_path, gcl):
     broken = tmp_path / "results"
     shutil.copytree(results, broken)
     (broken / "synth-s5" / "bm25" / "result.json").write_text("{")
     out = tmp_path / "site"
     shutil.copytree(site, out)
-    code, captured = run_cli(["leaderboard", "build", str(broken), "--out", str(out)], capsys)
-    assert code == 2
-    lines = captured.err.strip().splitlines()
+    result = gcl("leaderboard", "build", broken, "--out", out)
+    assert result.code == 2
+    lines = result.err.strip().splitlines()
     assert len(lines) == 1 and str(broken / "synth-s5" / "bm25") in lines[0] and "not valid JSON" in lines[0]
     assert (out / "index.html").read_bytes() == (site / "index.html").read_bytes()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
@@ -233,18 +227,18 @@ def test_invalid_run_folder_is_one_line_exit_2_and_keeps_the_old_site(results, s
     (["--baseline", "no-such-run"], "matches no run"),
     (["--alpha", "1.5"], "alpha"),
 ])
-def test_bad_options_are_one_line_errors(results, tmp_path, capsys, args, needle):
-    code, captured = run_cli(["leaderboard", "build", str(results), "--out", str(tmp_path / "site"), *args], capsys)
-    assert code == 2 and needle in captured.err and len(captured.err.strip().splitlines()) == 1
+def test_bad_options_are_one_line_errors(results, tmp_path, gcl, args, needle):
+    result = gcl("leaderboard", "build", results, "--out", tmp_path / "site", *args)
+    assert result.code == 2 and needle in result.err and len(result.err.strip().splitlines()) == 1
     assert not (tmp_path / "site").exists()
 
 
-def test_out_must_be_a_new_folder_or_an_old_site(results, tmp_path, capsys):
+def test_out_must_be_a_new_folder_or_an_old_site(results, tmp_path, gcl):
     keep = tmp_path / "notes"
     keep.mkdir()
     (keep / "todo.txt").write_text("mine")
-    code, captured = run_cli(["leaderboard", "build", str(results), "--out", str(keep)], capsys)
-    assert code == 2 and "not a leaderboard site" in captured.err
+    result = gcl("leaderboard", "build", results, "--out", keep)
+    assert result.code == 2 and "not a leaderboard site" in result.err
     assert (keep / "todo.txt").read_text() == "mine"
     with pytest.raises(GclError, match="would replace the results"):
         build_site(results / "synth-s3", results)

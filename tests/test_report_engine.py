@@ -1,6 +1,7 @@
 """One comparison engine: compare, gate, suite summaries and the leaderboard agree cell for cell."""
 
 import json
+import re
 from dataclasses import replace
 
 import pytest
@@ -106,6 +107,19 @@ def test_one_comparability_rule_everywhere(results, tmp_path):
     assert marked.n_tests == 0
     forced = compare_runs([other], ["cand"], base, baseline_label="base", force=True)
     assert forced.notes[0].startswith(f"forced: {needle}")
+
+
+def test_runs_recorded_before_the_grade_and_tie_rules_read_as_the_earlier_rules(results):
+    """A run without protocol grades/ties is the earlier protocol: comparable with its own kind only."""
+    base, cand = load_run(results / "pair" / "base"), load_run(results / "pair" / "cand")
+    assert base.protocol["grades"] == "reference" and base.protocol["ties"] == "score desc, doc id desc"
+    earlier = {k: v for k, v in cand.protocol.items() if k not in ("grades", "ties")}
+    old_cand, old_base = replace(cand, protocol=earlier), replace(base, protocol=dict(earlier))
+    needle = ("cand differs from base in protocol grades ('integer-preserving' vs 'reference'), "
+              "protocol ties ('score desc, corpus order' vs 'score desc, doc id desc')")
+    with pytest.raises(IncomparableRuns, match=re.escape(needle)):
+        compare_runs([old_cand], ["cand"], base, baseline_label="base")
+    assert compare_runs([old_cand], ["cand"], old_base, baseline_label="base").cells_of("cand")
 
 
 def test_seed_averaged_sides_pair_query_by_query(results):

@@ -207,12 +207,8 @@ def test_protocol_sample_on_a_world_is_the_reference_code_path(tmp_path, top_q):
 
 
 @pytest.mark.parametrize("command", ["eval", "run"])
-def test_cli_offers_the_rule_and_refuses_others(command):
-    from click.testing import CliRunner
-
-    from gcl_eval.cli import cli
-
-    assert "--sampling [reference|numpy]" in CliRunner().invoke(cli, [command, "--help"]).output
+def test_cli_offers_the_rule_and_refuses_others(gcl, command):
+    assert "--sampling [reference|numpy]" in gcl(command, "--help").output
     required = ["--data", "x", "--out", "y", "--arch", "a"] if command == "eval" else []
-    result = CliRunner().invoke(cli, [command, "--sampling", "pandas", *required])
-    assert result.exit_code == 2 and "pandas" in result.output
+    result = gcl(command, "--sampling", "pandas", *required)
+    assert result.code == 2 and len(result.error_lines) == 1 and "pandas" in result.err

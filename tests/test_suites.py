@@ -1,45 +1,26 @@
 """Suites: definitions (packaged and user files, one-line errors), expansion over seeds, the statistics of
-the report against scipy, and a small suite run end to end (run folders, summary, reuse on a rerun)."""
+the report, and a small suite run end to end (run folders, summary, reuse on a rerun). The report's
+p-values against scipy are in tests/comparison/test_scipy_stats.py."""
 
 from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
-from scipy import stats as scipy_stats
 
 from gcl_eval.util.errors import GclError
-from gcl_eval.protocol.results import RunResult
 from gcl_eval.report.suite_summary import check_gcl_targets, compare, summary, summary_markdown
 from gcl_eval.experiments.suite import expand, load_suite, suite_names
-from gcl_eval.cli import main
+from run_helpers import fake_run
 
 PACKAGED = ["paper-batch-mini", "paper-control-mini", "paper-fields-mini", "paper-stw-mini", "paper-table1-mini",
             "paper-world2-mini"]
 PROTOCOL = {"top_k": 1000, "queries_per_split": 2000, "seed": 0}
 
 
-class Result:
-    def __init__(self, returncode: int, stdout: str, stderr: str):
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-
-def run_cli(capsys, *args) -> Result:
-    """`gcl-eval ARGS` in this process, through the console entry point (exit codes, one-line errors)."""
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return Result(code, out, err)
-
-
-def test_packaged_suites_load_and_list(capsys):
+def test_packaged_suites_load_and_list(gcl):
     assert suite_names() == PACKAGED
     for name in PACKAGED:
         suite = load_suite(name)
@@ -50,16 +31,16 @@ def test_packaged_suites_load_and_list(capsys):
     assert {(c.run, c.baseline) for c in table1.comparisons if c.targets} == {
         ("tiny-gcl", "tiny-clip"), ("tiny-gcl-multi", "tiny-clip-multi")}
     # GCL and its baseline get the same budget: only the weighting differs
-    ce, gcl = table1.run("minilm-ce").preset, table1.run("minilm-gcl").preset
-    assert {k: v for k, v in ce.train.items() if k != "stw"} == {k: v for k, v in gcl.train.items() if k != "stw"}
+    ce, gcl_run = table1.run("minilm-ce").preset, table1.run("minilm-gcl").preset
+    assert {k: v for k, v in ce.train.items() if k != "stw"} == {k: v for k, v in gcl_run.train.items() if k != "stw"}
     assert ce.train["max_steps"] == 100 and ce.eval_precision == "bf16"
     fields = load_suite("paper-fields-mini")
     assert fields.run("image-1.0").preset.cold_start_fields is None
     assert fields.run("image-0.5-cold-0.0").preset.cold_start_fields.as_dict() == {"title": 1.0}
     assert load_suite("paper-control-mini").world == "control" and load_suite("paper-world2-mini").world == "second"
 
-    out = run_cli(capsys, "suite", "--list")
-    assert out.returncode == 0 and all(name in out.stdout for name in PACKAGED)
+    result = gcl("suite", "--list")
+    assert result.code == 0 and all(name in result.out for name in PACKAGED)
 
 
 def test_expand_repeats_trained_runs_per_seed_only():
@@ -76,10 +57,10 @@ def test_expand_repeats_trained_runs_per_seed_only():
         expand(load_suite("paper-table1-mini"), 0, PROTOCOL)
 
 
-def test_dry_run_lists_the_runs(tmp_path, capsys):
-    out = run_cli(capsys, "suite", "paper-stw-mini", "--seeds", "2", "--dry-run", "--out", str(tmp_path / "s"))
-    assert out.returncode == 0, out.stderr
-    lines = out.stdout.strip().splitlines()
+def test_dry_run_lists_the_runs(tmp_path, gcl):
+    result = gcl("suite", "paper-stw-mini", "--seeds", "2", "--dry-run", "--out", str(tmp_path / "s"))
+    assert result.code == 0, result.err
+    lines = result.out.strip().splitlines()
     assert len(lines) == 10 and lines[0].startswith("[1/10] stw-constant seed 0") and "(to run)" in lines[0]
     assert not (tmp_path / "s").exists()
 
@@ -98,68 +79,24 @@ def test_dry_run_lists_the_runs(tmp_path, capsys):
     ('[[runs]]\nlabel = "a b"\npreset = "bm25"', "label 'a b'"),
     ('[[runs', "not valid TOML"),
 ])
-def test_bad_suite_files_are_one_line_errors_with_exit_2(tmp_path, body, needle, capsys):
+def test_bad_suite_files_are_one_line_errors_with_exit_2(tmp_path, body, needle, gcl):
     path = tmp_path / "bad.toml"
     path.write_text(body + "\n")
-    out = run_cli(capsys, "suite", str(path), "--dry-run")
-    assert out.returncode == 2, out.stdout + out.stderr
-    assert needle in out.stderr and len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+    result = gcl("suite", str(path), "--dry-run")
+    assert result.code == 2, result.out + result.err
+    assert needle in result.err and len(result.err.strip().splitlines()) == 1 and "Traceback" not in result.err
 
 
-def test_unknown_suite_and_missing_data_exit_2(tmp_path, capsys):
-    out = run_cli(capsys, "suite", "paper-nothing")
-    assert out.returncode == 2 and "unknown suite 'paper-nothing'" in out.stderr and "paper-table1-mini" in out.stderr
-    out = run_cli(capsys, "suite", "paper-stw-mini", "--data", str(tmp_path / "missing"))
-    assert out.returncode == 2 and "no such dataset folder" in out.stderr
-    out = run_cli(capsys, "suite")
-    assert out.returncode == 2 and "give a suite name" in out.stderr
+def test_unknown_suite_and_missing_data_exit_2(tmp_path, gcl):
+    result = gcl("suite", "paper-nothing")
+    assert result.code == 2 and "unknown suite 'paper-nothing'" in result.err and "paper-table1-mini" in result.err
+    result = gcl("suite", "paper-stw-mini", "--data", str(tmp_path / "missing"))
+    assert result.code == 2 and "no such dataset folder" in result.err
+    result = gcl("suite")
+    assert result.code == 2 and "give a suite name" in result.err
 
 
 # ------------------------------------------------------------------------------------------ statistics
-
-
-def fake_run(scores: dict[str, np.ndarray], seed: int) -> RunResult:
-    """A RunResult with the given per-query ERR / nDCG@10 / RBP scores per split (qids q0..)."""
-    rows, splits = [], {}
-    for split, values in scores.items():
-        frame = pd.DataFrame({"split": split, "qid": [f"q{i}" for i in range(len(values))], "nDCG@10": values,
-                              "ERR": values ** 2, "RBP(p=0.9)": values / 2})
-        rows.append(frame)
-        splits[split] = {"n_queries": len(values), "corpus_size": 10,
-                         "metrics": {m: float(frame[m].mean()) for m in ("nDCG@10", "ERR", "RBP(p=0.9)")}}
-    return RunResult(model={"seed": seed}, dataset={}, protocol={}, splits=splits, per_query=pd.concat(rows))
-
-
-def test_compare_matches_scipy_on_seed_averaged_queries_with_holm():
-    rng = np.random.default_rng(0)
-    splits = ("in_domain", "novel_query", "novel_corpus", "zero_shot")
-    lift = {"in_domain": 0.2, "novel_query": 0.05, "novel_corpus": 0.0, "zero_shot": 0.1}
-    base = [fake_run({s: rng.uniform(0.1, 0.5, 40) for s in splits}, k) for k in range(3)]
-    ours = [fake_run({s: np.clip(base[k].per_query.query("split == @s")["nDCG@10"].to_numpy() + lift[s]
-                                 + rng.normal(0, 0.05, 40), 0, 1) for s in splits}, k) for k in range(3)]
-    result = compare("gcl", ours, "clip", base)
-    assert len(result.cells) == 12
-    raw = []
-    for cell in result.cells:
-        def seed_mean(runs):
-            return np.mean([r.per_query.query("split == @cell.split")[cell.measure].to_numpy() for r in runs], axis=0)
-
-        expected = scipy_stats.ttest_rel(seed_mean(ours), seed_mean(base)).pvalue
-        assert math.isclose(cell.p, expected, rel_tol=1e-9, abs_tol=1e-15)
-        raw.append(expected)
-        per_seed = [ours[k].metric(cell.split, cell.measure) / base[k].metric(cell.split, cell.measure) for k in range(3)]
-        assert np.allclose(cell.seed_ratios, per_seed)
-        assert math.isclose(cell.ratio, np.mean([r.metric(cell.split, cell.measure) for r in ours])
-                            / np.mean([r.metric(cell.split, cell.measure) for r in base]))
-    # Holm by hand: sorted p times (m - rank), running maximum, capped at 1
-    order = np.argsort(raw)
-    holm_expected = np.empty(12)
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, raw[i] * (12 - rank)))
-        holm_expected[i] = running
-    assert np.allclose([c.p_holm for c in result.cells], holm_expected)
-    assert result.cell("in_domain", "nDCG@10").significant and not result.cell("novel_corpus", "nDCG@10").significant
 
 
 def test_targets_need_the_ratio_and_significance():
@@ -200,7 +137,7 @@ def test_runs_on_different_queries_are_refused():
 
 
 @pytest.mark.slow
-def test_a_small_suite_runs_end_to_end_and_a_rerun_reuses_it(tmp_path, capsys):
+def test_a_small_suite_runs_end_to_end_and_a_rerun_reuses_it(tmp_path, gcl):
     from train_helpers import make_dataset
 
     data = make_dataset(tmp_path / "data", queries=20, docs_per_query=20)
@@ -225,8 +162,8 @@ targets = true
     out = tmp_path / "out"
     args = ("suite", str(definition), "--seeds", "2", "--data", str(data), "--out", str(out), "--queries", "10",
             "--workers", "0")
-    first = run_cli(capsys, *args)
-    assert first.returncode == 0, first.stderr[-3000:]
+    first = gcl(*args)
+    assert first.code == 0, first.err[-3000:]
     folders = sorted(p.parent.relative_to(out).as_posix() for p in out.rglob("result.json"))
     assert folders == ["bm25", "clip/seed-0", "clip/seed-1", "gcl/seed-0", "gcl/seed-1"]
     assert not list(out.rglob("*.trec"))  # no TREC files unless --trec
@@ -237,10 +174,10 @@ targets = true
     assert model["label"] == "gcl" and model["seed"] == 1 and model["train"]["config"]["seed"] == 1
     assert model["train"]["config"]["max_steps"] == 3
     summary_text = (out / "summary.md").read_text()
-    assert "**gcl** vs **clip**" in summary_text and summary_text in first.stdout
+    assert "**gcl** vs **clip**" in summary_text and summary_text in first.out
 
-    second = run_cli(capsys, *args)
-    assert second.returncode == 0 and second.stderr.count("done, reused") == 5
+    second = gcl(*args)
+    assert second.code == 0 and second.err.count("done, reused") == 5
     again = json.loads((out / "suite.json").read_text())
     assert again["summary"] == report["summary"] and [r["reused"] for r in again["runs"]] == [True] * 5
 

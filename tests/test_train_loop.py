@@ -29,7 +29,9 @@ from trainers.loop import train
 from trainers.optim import CosineSchedule, make_optimizer, param_groups
 from trainers.step import Stepper
 from trainers.towers import build_towers
-from train_helpers import assert_same_tensors, killed_after_step, make_dataset, one_torch_thread  # noqa: F401 (autouse)
+from train_helpers import assert_same_tensors, killed_after_step, make_dataset
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -19,7 +19,9 @@ from trainers import checkpoint as ckpt  # noqa: E402
 from trainers.config import TrainConfig  # noqa: E402
 from trainers.loop import train  # noqa: E402
 from trainers.text_model import load_text_model  # noqa: E402
-from train_helpers import make_dataset, one_torch_thread  # noqa: E402,F401 (autouse)
+from train_helpers import make_dataset  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

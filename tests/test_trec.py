@@ -82,8 +82,8 @@ def test_round_trip(tmp_path):
     assert read_qrels(tmp_path / "qrels") == qrels
     back = read_run(tmp_path / "run")
     assert back == run
-    # written in the gcl ranking: score descending, ties in dict order
-    assert list(back["q1"]) == ["d1", "d2", "d9"]
+    # written in trec_eval's ranking: score descending, ties by docid descending
+    assert list(back["q1"]) == ["d1", "d9", "d2"]
     lines = (tmp_path / "run").read_text().splitlines()
     assert lines[0] == "q1 Q0 d1 1 0.7 mine"
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
 from gcl_eval.data.synth import SynthConfig
@@ -56,13 +55,3 @@ def assert_same_tensors(a: dict, b: dict) -> None:
     different = [k for k in a if not torch.equal(a[k], b[k])]
     assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Importing this into a test module runs the module with one torch compute thread. torch's threads spin-wait for each other: on a 2-core
-    machine shared with other busy processes two threads ran a tiny-clip step up to 10x slower than one
-    (measured). Nothing these tests check depends on the thread count."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

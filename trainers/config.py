@@ -25,9 +25,13 @@ DEFAULT_DOC_FIELDS = FieldWeights.of(title=0.5, image=0.5)  # the paper's multi-
 TEXT_DOC_FIELDS = FieldWeights.of(title=1.0)  # a text-only model has no image tower
 QUERY_SIDE = FieldWeights.of(query=1.0)
 
-# Fields that change how a run executes but not the weights it produces (on one kind of device):
-# they may differ between a checkpoint and its resumption.
-RUNTIME_FIELDS = ("device", "num_workers", "checkpoint_every")
+REPORTERS = ("tensorboard", "wandb")  # --report-to targets (optional extras of the same names)
+
+# Fields that change how a run executes or what it records but not the weights it produces (on one kind
+# of device): they may differ between a checkpoint and its resumption, and they are not part of the
+# recipe, so they never change a checkpoint cache key.
+RUNTIME_FIELDS = ("device", "num_workers", "checkpoint_every", "log_every", "eval_every", "keep_best",
+                  "save_every_epoch", "report_to", "progress_every")
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,13 @@ class TrainConfig:
     cosine schedule then decays over these steps). None: ``epochs`` full epochs.
     augment: use the model's training transform (random resized crops) instead of its eval transform;
     off by default because a crop can cut away the frame that is the synthetic images' quality cue.
+
+    Watching a run (runtime fields, trainers.monitor): log_every: a metrics.jsonl record every this many
+    steps (0: none); eval_every: evaluate every this many steps and at each epoch end (0: never; needs an
+    evaluation callback); keep_best: "MEASURE" or "MEASURE:SPLIT", export the best evaluated weights to
+    best/; save_every_epoch: export epoch-K/ at each epoch end; report_to: also send the records to
+    TensorBoard and/or W&B; progress_every: seconds between plain progress lines when stderr is not a
+    terminal.
     """
 
     arch: str | None = None
@@ -74,6 +85,12 @@ class TrainConfig:
     device: str = "auto"
     num_workers: int | None = None  # None: half the CPU cores, 1 to 8 (see data_workers)
     checkpoint_every: int = 0
+    log_every: int = 0
+    eval_every: int = 0
+    keep_best: str | None = None
+    save_every_epoch: bool = False
+    report_to: tuple[str, ...] = ()
+    progress_every: float = 10.0
 
     def __post_init__(self) -> None:
         if (self.arch is None) == (self.text_model is None):
@@ -82,7 +99,9 @@ class TrainConfig:
             object.__setattr__(self, "doc_fields", TEXT_DOC_FIELDS if self.text_model else DEFAULT_DOC_FIELDS)
         object.__setattr__(self, "stw_params", tuple(sorted(dict(self.stw_params).items())))
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        object.__setattr__(self, "report_to", tuple(dict.fromkeys(self.report_to)))
         self._validate()
+        self._validate_watching()
 
     def _validate(self) -> None:
         _choice("loss", self.loss, LOSS_KINDS)
@@ -127,6 +146,21 @@ class TrainConfig:
 
         score_to_weight(self.stw, [self.s_max], s_max=self.s_max, **dict(self.stw_params))
 
+    def _validate_watching(self) -> None:
+        _non_negative_int("log_every", self.log_every)
+        _non_negative_int("eval_every", self.eval_every)
+        for name in self.report_to:
+            _choice("report target", name, REPORTERS)
+        if isinstance(self.progress_every, bool) or not isinstance(self.progress_every, (int, float)) \
+                or not math.isfinite(self.progress_every) or self.progress_every < 0:
+            raise GclError(f"progress interval must be a number of seconds >= 0, got {self.progress_every!r}")
+        if self.keep_best is not None:
+            if not self.eval_every:
+                raise GclError("--keep-best needs --eval-every: the best checkpoint is chosen by the evaluations")
+            measure, colon, split = self.keep_best.partition(":")
+            if not measure.strip() or (colon and not split.strip()):
+                raise GclError(f"--keep-best {self.keep_best!r} is not MEASURE or MEASURE:SPLIT (e.g. nDCG@10:in_domain)")
+
     def data_workers(self) -> int:
         """DataLoader worker processes: ``num_workers``, or half the CPU cores (1..8), so that the workers
         decoding images and torch's compute threads do not fight over the same cores."""
@@ -168,8 +202,9 @@ class TrainConfig:
                 kwargs[key] = FieldWeights.of(**kwargs[key])
         if isinstance(kwargs.get("stw_params"), dict):
             kwargs["stw_params"] = tuple(kwargs["stw_params"].items())
-        if "betas" in kwargs:
-            kwargs["betas"] = tuple(kwargs["betas"])
+        for key in ("betas", "report_to"):
+            if key in kwargs:
+                kwargs[key] = tuple(kwargs[key])
         return cls(**kwargs)
 
     def recipe(self) -> dict:

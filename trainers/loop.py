@@ -12,6 +12,9 @@ Determinism: the model is built from ``seed``; the training RNG streams from see
 from (seed, epoch); the DataLoader has its own generator. A checkpoint holds all of that state, so a run
 killed at any point and resumed from its last checkpoint ends with the same weights as an uninterrupted
 run on the same machine (test: a real SIGKILL).
+
+Watching (trainers.monitor): the metrics log, evaluations through an injected ``evaluate`` function,
+epoch snapshots, the best export, reporters and progress lines.
 """
 
 from __future__ import annotations
@@ -33,11 +36,10 @@ from gcl_eval.util.threads import budget_cpu_threads
 from trainers import checkpoint as ckpt
 from trainers.config import TrainConfig
 from trainers.data import EpochBatches, PreparedBatches, TrainingPairs, make_loader, move_to, training_pairs
+from trainers.monitor import Evaluate, Monitor, Progress, StepDone
 from trainers.optim import CosineSchedule, make_optimizer
 from trainers.step import Stepper
-from trainers.towers import Towers, build_towers
-
-PROGRESS_EVERY_S = 0.5  # seconds between progress updates (each reads the loss off the device: a sync)
+from trainers.towers import OpenClipTowers, Towers, build_towers
 
 
 @dataclass
@@ -58,6 +60,7 @@ class TrainResult:
     resumed_from_step: int | None = None
     already_finished: bool = False
     history: list[dict] = field(default_factory=list)  # per epoch: {"epoch", "loss", "lr"}
+    best: dict | None = None  # keep_best: {"measure", "value", "step", "folder"} of the best export
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -95,6 +98,7 @@ class _Run:
     scaler: torch.amp.GradScaler | None
     stepper: Stepper
     loader: object  # PreparedBatches or a DataLoader
+    monitor: Monitor | None = None
 
     @property
     def steps_per_epoch(self) -> int:
@@ -115,21 +119,23 @@ def _start_position() -> dict:
 # ------------------------------------------------------------------------------------------ the run
 
 
-def train(config: TrainConfig, data, out, *, resume: bool = False) -> TrainResult:
+def train(config: TrainConfig, data, out, *, resume: bool = False, evaluate: Evaluate | None = None) -> TrainResult:
     """Train ``config`` on the in_domain pairs of ``data`` (a dataset folder or a Dataset) into ``out``.
 
     ``out`` must be new or empty unless ``resume``; with ``resume`` a checkpoint there is continued
     (refused when it is from another run), a finished run is returned as it is, and a folder without a
     checkpoint starts from scratch. Under torchrun every rank calls this; rank 0 writes the files.
+    ``evaluate``: how ``config.eval_every`` evaluates the live model (trainers.monitor.Evaluate).
     """
     started = time.perf_counter()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     device = distributed.resolve_device(config.device)
     with distributed.process_group(device):
-        return _train(config, data, Path(out), resume, device, started)
+        return _train(config, data, Path(out), resume, device, started, evaluate)
 
 
-def _train(config: TrainConfig, data, out: Path, resume: bool, device: torch.device, started: float) -> TrainResult:
+def _train(config: TrainConfig, data, out: Path, resume: bool, device: torch.device, started: float,
+           evaluate: Evaluate | None) -> TrainResult:
     state = _existing_run(out, resume)
     training_data = _training_data(config, data, device)
     if resume and ckpt.is_finished(out):
@@ -141,15 +147,19 @@ def _train(config: TrainConfig, data, out: Path, resume: bool, device: torch.dev
     del state  # its tensors now live in the model and optimizer
     if distributed.is_main_process():
         out.mkdir(parents=True, exist_ok=True)
-    progress = _Progress(run.schedule.total_steps, position["step"], config.batch_size,
-                         enabled=distributed.is_main_process())
-    with progress:
-        for epoch in range(position["epoch"], run.epochs):
-            position = _train_epoch(run, epoch, position, progress)
+    run.monitor = _monitor(run, position["step"], evaluate)
+    progress = Progress(run.schedule.total_steps, position["step"], config.batch_size,
+                        enabled=distributed.is_main_process(), every_s=config.progress_every)
+    try:
+        with progress:
+            for epoch in range(position["epoch"], run.epochs):
+                position = _train_epoch(run, epoch, position, progress)
+    finally:
+        run.monitor.close()
     result = TrainResult(
         final_loss=position["history"][-1]["loss"], steps=position["step"], epochs=run.epochs,
         samples_per_s=progress.samples_per_s(), wall_s=0.0, train_s=progress.elapsed(), out=str(out),
-        resumed_from_step=resumed_from, history=position["history"],
+        resumed_from_step=resumed_from, history=position["history"], best=run.monitor.best_record(),
     )
     _export(run, result, setup_s=progress.started - started, started=started)
     distributed.barrier()
@@ -250,7 +260,7 @@ def _restore(state: dict, config: TrainConfig, towers: Towers, optimizer, schedu
 # ------------------------------------------------------------------------------------------ epochs and steps
 
 
-def _train_epoch(run: _Run, epoch: int, position: dict, progress: _Progress) -> dict:
+def _train_epoch(run: _Run, epoch: int, position: dict, progress: Progress) -> dict:
     """The steps of ``epoch`` from ``position`` on, with their checkpoints; returns the position after it."""
     start = position["batch"] if epoch == position["epoch"] else 0
     loss_sum = torch.tensor(position["epoch_loss_sum"] if start else 0.0, dtype=torch.float64, device=run.device)
@@ -259,9 +269,12 @@ def _train_epoch(run: _Run, epoch: int, position: dict, progress: _Progress) -> 
     for b, batch in enumerate(run.loader, start=start):
         step = epoch * run.steps_per_epoch + b
         lr = run.schedule.apply(run.optimizer, step)
-        loss_sum += distributed.mean_over_ranks(_step(run, batch)).double()
         done = step + 1
+        loss = distributed.mean_over_ranks(_step(run, batch, measure=run.monitor.measures(done))).double()
+        loss_sum += loss
         progress.step_done(done, epoch, loss_sum, b + 1, last_of_epoch=b + 1 == epoch_steps)
+        run.monitor.step_done(StepDone(done, epoch + 1, b + 1 == epoch_steps, loss, loss_sum, b + 1, lr, batch[2],
+                                       run.stepper.grad_norm))
         if b + 1 == epoch_steps:
             history = [*position["history"], {"epoch": epoch + 1, "loss": loss_sum.item() / epoch_steps, "lr": lr}]
             position = {"epoch": epoch + 1, "batch": 0, "step": done, "epoch_loss_sum": 0.0, "history": history}
@@ -272,12 +285,13 @@ def _train_epoch(run: _Run, epoch: int, position: dict, progress: _Progress) -> 
     return position
 
 
-def _step(run: _Run, batch) -> torch.Tensor:
-    """One optimizer step on a loader batch; the loss of this rank (detached)."""
+def _step(run: _Run, batch, *, measure: bool) -> torch.Tensor:
+    """One optimizer step on a loader batch; the loss of this rank (detached). ``measure``: keep the
+    gradient norm for the metrics log."""
     query_batch, doc_batch, weights, doc_masks = batch
     device = run.device
     return run.stepper(move_to(query_batch, device), move_to(doc_batch, device), weights.to(device),
-                       None if doc_masks is None else doc_masks.to(device))
+                       None if doc_masks is None else doc_masks.to(device), measure=measure)
 
 
 # ------------------------------------------------------------------------------------------ files
@@ -305,8 +319,17 @@ def _export(run: _Run, result: TrainResult, *, setup_s: float, started: float) -
     """Rank 0: model.pt, train.json (config, model, data, environment, result, timings) and DONE."""
     if not distributed.is_main_process():
         return
+    info = _train_info(run)
+    result.wall_s = time.perf_counter() - started
+    info["result"] = result.to_dict()
+    info["timings"] = {"setup_s": setup_s, "train_s": result.train_s, "wall_s": result.wall_s}
+    ckpt.export_final(run.out, run.towers.export_state_dict(), info)
+
+
+def _train_info(run: _Run) -> dict:
+    """train.json's config, model, data and environment sections."""
     data, config = run.data, run.config
-    info = {
+    return {
         "tool": "gcl-eval",
         "version": _version(),
         "config": config.to_dict(),
@@ -316,10 +339,40 @@ def _export(run: _Run, result: TrainResult, *, setup_s: float, started: float) -
         "environment": {**_environment(run.device, distributed.world_size()), "data_workers": config.data_workers(),
                         "data_path": "prepared" if isinstance(run.loader, PreparedBatches) else "streaming"},
     }
-    result.wall_s = time.perf_counter() - started
-    info["result"] = result.to_dict()
-    info["timings"] = {"setup_s": setup_s, "train_s": result.train_s, "wall_s": result.wall_s}
-    ckpt.export_final(run.out, run.towers.export_state_dict(), info)
+
+
+# ------------------------------------------------------------------------------------------ watching
+
+
+def _monitor(run: _Run, start_step: int, evaluate: Evaluate | None) -> Monitor:
+    """The run's monitor, with the live model and the snapshot export it needs from the loop."""
+    return Monitor(run.config, run.out, start_step, towers=run.towers, evaluate=evaluate,
+                   live_model=lambda step, epoch: _live_model(run, step, epoch),
+                   export=lambda folder, extra: _export_snapshot(run, folder, extra),
+                   main=distributed.is_main_process())
+
+
+def _live_model(run: _Run, step: int, epoch: int) -> ckpt.TrainedModel:
+    """The weights being trained, as a TrainedModel an evaluation can encode with (no copy, no file)."""
+    label = f"{run.out} at step {step}"
+    if isinstance(run.towers, OpenClipTowers):
+        from gcl_eval.retrieval.models import LoadedModel
+
+        towers = run.towers
+        model = LoadedModel(towers.model, towers.preprocess_train, towers.preprocess_val, towers.tokenizer,
+                            run.config.arch, label, f"step-{step}")
+    else:
+        model = run.towers.encoder
+    info = {**_train_info(run), "snapshot": {"step": step, "epoch": epoch}}
+    return ckpt.TrainedModel(run.model_info["kind"], model, info, run.out, f"step-{step}")
+
+
+def _export_snapshot(run: _Run, folder: Path, extra: dict) -> None:
+    """An export of the current weights into ``folder`` (epoch-K/, best/), replacing it as a whole."""
+    from gcl_eval.util.atomic import atomic_folder
+
+    with atomic_folder(folder) as tmp:
+        ckpt.export_final(tmp, run.towers.export_state_dict(), {**_train_info(run), **extra})
 
 
 def _version() -> str:
@@ -339,61 +392,3 @@ def _environment(device: torch.device, world: int) -> dict:
         except Exception:  # not installed, or not importable here
             pass
     return env
-
-
-# ------------------------------------------------------------------------------------------ progress
-
-
-class _Progress:
-    """The steps this call takes and their throughput; a rich bar on stderr (terminals only, rank 0):
-    steps, loss (epoch mean so far), samples/s."""
-
-    def __init__(self, total: int, completed: int, batch_size: int, enabled: bool):
-        from gcl_eval.util.console import progress_enabled
-
-        self.enabled = enabled and progress_enabled()
-        self.total, self.completed, self.batch_size = total, completed, batch_size
-        self.bar = None
-        self.steps = 0  # taken by this call
-        self.started = self.last = time.perf_counter()
-        self.ended: float | None = None
-
-    def __enter__(self):
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)
-
-            self.bar = Progress(
-                TextColumn("train epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[sps]:.0f} samples/s"),
-                TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
-            )
-            self.bar.__enter__()
-            self.task = self.bar.add_task("train", total=self.total, completed=self.completed, loss=float("nan"),
-                                          sps=0.0, epoch=1)
-        return self
-
-    def step_done(self, completed: int, epoch: int, loss_sum: torch.Tensor, batches: int, *,
-                  last_of_epoch: bool) -> None:
-        """Count a step; redraw the bar (epoch mean loss: loss_sum / batches) every PROGRESS_EVERY_S and at
-        epoch ends. Only then is the loss read off the device, which waits for the step to finish."""
-        self.steps += 1
-        if self.bar is None or not (last_of_epoch or time.perf_counter() - self.last >= PROGRESS_EVERY_S):
-            return
-        self.last = time.perf_counter()
-        sps = self.steps * self.batch_size / max(self.last - self.started, 1e-9)
-        self.bar.update(self.task, completed=completed, loss=loss_sum.item() / batches, sps=sps, epoch=epoch + 1)
-
-    def elapsed(self) -> float:
-        """Seconds of the step loop (until the block ended)."""
-        return (self.ended if self.ended is not None else time.perf_counter()) - self.started
-
-    def samples_per_s(self) -> float:
-        return self.steps * self.batch_size / self.elapsed() if self.steps else 0.0
-
-    def __exit__(self, *exc):
-        self.ended = time.perf_counter()
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
-        return False

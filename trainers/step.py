@@ -36,6 +36,7 @@ class Stepper:
             local_loss=distributed.is_distributed(),
         )
         self.params = [p for p in towers.parameters() if p.requires_grad]
+        self.grad_norm: torch.Tensor | None = None  # of the last step, when it was asked to measure
         self.cache = None
         if config.grad_cache_chunk is not None:
             self.cache = GradCache(towers.encode_query, towers.encode_doc, self._cache_loss,
@@ -48,8 +49,10 @@ class Stepper:
     def _cache_loss(self, q, d, weights, doc_masks):
         return self._loss(q, d, weights, doc_masks, *self.towers.logit_params())
 
-    def __call__(self, query_batch, doc_batch, weights, doc_masks) -> torch.Tensor:
-        """Gradients of the batch's loss, clipped, one AdamW step; returns the detached loss."""
+    def __call__(self, query_batch, doc_batch, weights, doc_masks, *, measure: bool = False) -> torch.Tensor:
+        """Gradients of the batch's loss, clipped, one AdamW step; returns the detached loss. ``measure``:
+        also keep the total gradient norm (before clipping, unscaled) in ``self.grad_norm``; it only
+        reads the gradients, so the step is the same either way."""
         self.optimizer.zero_grad(set_to_none=True)
         if self.cache is not None:
             loss = self.cache.step(query_batch, doc_batch, weights, doc_masks)
@@ -60,14 +63,22 @@ class Stepper:
             (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             loss = loss.detach()
         if self.scaler is not None:
-            if self.config.grad_clip is not None:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
+            if self.config.grad_clip is not None or measure:
+                self.scaler.unscale_(self.optimizer)  # scaler.step would do it anyway: the same update
+            self.grad_norm = self._clip(measure)
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            if self.config.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
+            self.grad_norm = self._clip(measure)
             self.optimizer.step()
         self.towers.clamp_logit_scale()
         return loss
+
+    def _clip(self, measure: bool) -> torch.Tensor | None:
+        """Clip the gradient norm (when configured); the norm before clipping when measured, else None."""
+        if self.config.grad_clip is not None:
+            norm = torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
+            return norm.detach() if measure else None
+        if not measure:
+            return None
+        return torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None]).detach()

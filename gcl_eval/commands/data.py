@@ -40,22 +40,28 @@ def split(table, out, seed, eval_fraction, corpus_2_fraction, overwrite, as_json
 
 
 @data.command("check")
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON only.")
 @click.option("--images", "images_root", type=click.Path(path_type=Path), default=None,
               help="Folder the image paths are re-rooted to (Marqo-GS layout).")
 @click.option("--check-images", is_flag=True, help="Also check that every image reference resolves.")
 @click.option("--format", "fmt", type=click.Choice(["auto", "marqo", "hf", "beir"]), default="auto",
               show_default=True, help="Dataset layout.")
-def check(path, as_json, images_root, check_images, fmt):
+@click.option("--mirror", default=None, metavar="URL",
+              help="Fetch a registered dataset from URL/<file name> [default: $GCL_EVAL_MIRROR].")
+def check(path, as_json, images_root, check_images, fmt, mirror):
     """Validate a dataset and print, per split, pairs, queries, docs and the corpus it searches.
+
+    PATH is a dataset folder, or the name of a registered dataset (gcl-eval data list), fetched into
+    the cache the first time.
 
     Fails (exit 2) when the splits violate the quadruple structure: an eval query among train
     queries, a product in both corpora, a pair whose product is not in its split's corpus.
     """
     from gcl_eval.experiments.datasets import check_dataset_folder
 
-    summary = check_dataset_folder(path, format=fmt, images_root=images_root, check_images=check_images)
+    summary = check_dataset_folder(path, format=fmt, images_root=images_root, check_images=check_images,
+                                   mirror=mirror)
     _print_summary(summary, as_json, title=f"{path}: ok")
 
 

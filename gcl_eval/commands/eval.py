@@ -7,19 +7,23 @@ from pathlib import Path
 
 import click
 
-from gcl_eval.commands.options import (device_option, json_option, queries_option, sampling_option, top_k_option,
-                                      workers_option)
+from gcl_eval.commands.options import (DATA_HELP, device_option, json_option, mirror_option, queries_option,
+                                      sampling_option, top_k_option, workers_option)
 from gcl_eval.measures import RUN_MEASURES
 
 
 @click.command("eval")
-@click.option("--arch", required=True, help="open_clip architecture (e.g. ViT-B-32, or gcl-eval's tiny-clip).")
-@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
-              help="Local checkpoint file or folder to load into --arch.")
+@click.option("--arch", required=True,
+              help="open_clip architecture (e.g. ViT-B-32, or gcl-eval's tiny-clip), or an hf-hub:ORG/NAME model.")
+@click.option("--checkpoint", default=None,
+              help="Checkpoint to load into --arch: a local file or folder, an http(s) URL (downloaded once into "
+                   "the cache) or an hf-hub:ORG/NAME open_clip model.")
+@click.option("--sha256", default=None, help="sha256 the checkpoint URL's download must have.")
+@mirror_option
 @click.option("--pretrained", default=None, help="open_clip pretrained tag (needs the network).")
 @click.option("--seed", default=0, show_default=True, type=int,
               help="Seed of the random init when neither --checkpoint nor --pretrained is given.")
-@click.option("--data", "data", required=True, type=click.Path(path_type=Path), help="Dataset folder.")
+@click.option("--data", "data", required=True, help=f"{DATA_HELP}.")
 @click.option("--images", "images_root", type=click.Path(path_type=Path), default=None,
               help="Folder the dataset's image paths are re-rooted to.")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Run folder to write.")
@@ -44,13 +48,14 @@ from gcl_eval.measures import RUN_MEASURES
               help="Autocast precision on GPU (CPU always runs fp32).")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the embedding cache.")
 @json_option()
-def eval_command(arch, checkpoint, pretrained, seed, data, images_root, out, queries, sampling, top_k, fields,
-                 cold_start_fields, measures, profile, ground_truth, splits, device, batch_size, workers,
-                 precision, no_cache, as_json):
+def eval_command(arch, checkpoint, sha256, mirror, pretrained, seed, data, images_root, out, queries, sampling,
+                 top_k, fields, cold_start_fields, measures, profile, ground_truth, splits, device, batch_size,
+                 workers, precision, no_cache, as_json):
     """Evaluate an open_clip model on the four splits of a dataset and write a run folder.
 
-    The run folder holds result.json (metrics per split with provenance), per_query.parquet and
-    run_<split>.trec. Corpus embeddings are cached by content: a second run with the same model and
+    The run folder holds result.json (metrics per split with provenance), per_query.parquet, and per
+    split run_<split>.trec and qrels_<split>.trec (what was ranked and what it was scored against, for
+    any IR tool). Corpus embeddings are cached by content: a second run with the same model and
     data skips encoding. Under torchrun, encoding is split across the processes.
     """
     from gcl_eval.data.dataset import SPLITS
@@ -63,7 +68,7 @@ def eval_command(arch, checkpoint, pretrained, seed, data, images_root, out, que
                             measures=tuple(measures) or RUN_MEASURES, ground_truth=ground_truth,
                             splits=tuple(splits) or SPLITS)
     model = ModelToEvaluate(
-        kind="open_clip", name=arch, pretrained=str(checkpoint) if checkpoint else pretrained, seed=seed,
+        kind="open_clip", name=arch, pretrained=checkpoint or pretrained, sha256=sha256, mirror=mirror, seed=seed,
         doc_weights=FieldWeights.parse(fields),
         cold_start_weights=FieldWeights.parse(cold_start_fields) if cold_start_fields else None,
         batch_size=batch_size, workers=workers, precision=precision, use_cache=not no_cache)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 DEVICE_HELP = "auto, cpu, cuda, cuda:N or mps [default: auto: cuda, then mps, then cpu]."
@@ -34,3 +36,18 @@ def sampling_option(command):
                         show_default=True,
                         help="Query-sample rule: the reference code's draw (queries keyed by text, pandas "
                              "DataFrame.sample) or gcl-eval's earlier numpy draw (keyed by query id).")(command)
+
+
+DATA_HELP = ("Dataset folder, or the name of a registered dataset (gcl-eval data list), fetched into the cache "
+             "the first time")
+
+
+def mirror_option(command):
+    return click.option("--mirror", default=None, metavar="URL",
+                        help="Fetch registered datasets and checkpoint URLs from URL/<file name> instead of their "
+                             "official URLs [default: $GCL_EVAL_MIRROR].")(command)
+
+
+def images_option(command):
+    return click.option("--images", "images_root", type=click.Path(path_type=Path), default=None,
+                        help="Folder the dataset's image paths are re-rooted to (Marqo-GS layout).")(command)

@@ -7,16 +7,19 @@ from pathlib import Path
 
 import click
 
-from gcl_eval.commands.options import (device_option, json_option, queries_option, sampling_option, top_k_option,
-                                      workers_option)
+from gcl_eval.commands.options import (DATA_HELP, device_option, images_option, json_option, mirror_option,
+                                      queries_option, sampling_option, top_k_option, workers_option)
 from gcl_eval.experiments.preset import DEFAULT_PRESET
 
 
 @click.command("run")
 @click.option("--model", "model", default=DEFAULT_PRESET, show_default=True,
               help="Preset name (see `gcl-eval models`) or path to a preset .toml file.")
-@click.option("--data", "data", type=click.Path(path_type=Path), default=None,
-              help="Dataset folder [default: the built-in synthetic dataset, generated once into the cache].")
+@click.option("--data", "data", default=None,
+              help=f"{DATA_HELP} [default: the preset's dataset if it names one (the paper's lineup and the "
+                   "released models: marqo-gs-10m), else the built-in synthetic dataset].")
+@images_option
+@mirror_option
 @click.option("--out", "out", type=click.Path(path_type=Path), default=None,
               help="Run folder to write [default: runs/<preset>].")
 @queries_option
@@ -30,12 +33,14 @@ from gcl_eval.experiments.preset import DEFAULT_PRESET
 @device_option
 @workers_option()
 @json_option()
-def run(model, data, out, queries, top_k, seed, sampling, epochs, batch_size, max_steps, device, workers, as_json):
+def run(model, data, images_root, mirror, out, queries, top_k, seed, sampling, epochs, batch_size, max_steps, device,
+        workers, as_json):
     """Train (if the preset trains) and evaluate a preset on the four splits; write a run folder.
 
     With no options: the tiny-gcl preset on the built-in synthetic dataset, on this CPU in minutes.
     A finished checkpoint for the same preset and dataset is reused, and so are cached embeddings:
-    a second run only evaluates.
+    a second run only evaluates. Without a GPU, a preset meant for one is evaluated on the CPU (with
+    an estimate of the time); one that trains needs --device cpu to train there.
     """
     from gcl_eval.experiments.pipeline import RunOptions, run_preset
     from gcl_eval.protocol.evaluate import EvalProtocol
@@ -43,7 +48,8 @@ def run(model, data, out, queries, top_k, seed, sampling, epochs, batch_size, ma
 
     overrides = tuple((k, v) for k, v in (("epochs", epochs), ("batch_size", batch_size), ("max_steps", max_steps))
                       if v is not None)
-    options = RunOptions(model=model, data=data, out=out, device=device, workers=workers, train_overrides=overrides,
+    options = RunOptions(model=model, data=data, images=images_root, mirror=mirror, out=out, device=device,
+                         workers=workers, train_overrides=overrides,
                          protocol=EvalProtocol(top_k=top_k, queries_per_split=queries, seed=seed,
                                                sampling=sampling))
     evaluation, folder = run_preset(options)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from gcl_eval.commands.options import device_option, queries_option, workers_option
+from gcl_eval.commands.options import DATA_HELP, device_option, mirror_option, queries_option, workers_option
 
 
 @click.command("suite")
@@ -20,13 +20,13 @@ from gcl_eval.commands.options import device_option, queries_option, workers_opt
               help="Output folder [default: suites/NAME].")
 @click.option("--list", "list_only", is_flag=True, help="List the packaged suites and exit.")
 @click.option("--dry-run", is_flag=True, help="Print the runs the suite would do (and which are done) and exit.")
-@click.option("--data", "data", type=click.Path(path_type=Path), default=None,
-              help="Run on this dataset folder instead of the suite's built-in world.")
-@click.option("--trec", is_flag=True, help="Also write the TREC run files (about 160 MB per run folder).")
+@click.option("--data", "data", default=None, help=f"{DATA_HELP}: run on it instead of the suite's built-in world.")
+@mirror_option
+@click.option("--trec", is_flag=True, help="Also write the TREC run and qrels files (about 160 MB per run folder).")
 @queries_option
 @device_option
 @workers_option()
-def suite(name, seeds, out, list_only, dry_run, data, trec, queries, device, workers):
+def suite(name, seeds, out, list_only, dry_run, data, mirror, trec, queries, device, workers):
     """Run suite NAME (see --list) or a suite .toml file: its runs over seeds, a summary and comparisons.
 
     Packaged suites reproduce the paper's tables in miniature on the built-in synthetic data:
@@ -45,8 +45,8 @@ def suite(name, seeds, out, list_only, dry_run, data, trec, queries, device, wor
         return
     if not name:
         raise click.UsageError("give a suite name (see `gcl-eval suite --list`) or a suite .toml file")
-    request = SuiteRequest(name=name, seeds=seeds, out=out, queries=queries, data=data, trec=trec, device=device,
-                           workers=workers)
+    request = SuiteRequest(name=name, seeds=seeds, out=out, queries=queries, data=data, mirror=mirror, trec=trec,
+                           device=device, workers=workers)
     if dry_run:
         planned = suite_status(request)
         for i, run in enumerate(planned, 1):

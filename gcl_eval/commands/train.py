@@ -6,7 +6,9 @@ import json
 
 import click
 
-from trainers.config import PRECISIONS, TEXT_PREFIXES, TrainConfig
+from gcl_eval.commands.options import DATA_HELP, images_option, mirror_option
+from gcl_eval.experiments.training_eval import DEFAULT_EVAL_QUERIES, DEFAULT_EVAL_SPLITS
+from trainers.config import PRECISIONS, REPORTERS, TEXT_PREFIXES, TrainConfig
 from trainers.losses import LOSS_KINDS, NORMALIZERS
 from trainers.weights import STW_NAMES
 
@@ -37,8 +39,12 @@ def _parse_stw_params(values) -> tuple[tuple[str, object], ...]:
 @click.option("--arch", help="open_clip architecture to train (e.g. tiny-clip, ViT-B-32).")
 @click.option("--text-model", help="Text-only model instead: 'minilm' (packaged all-MiniLM-L6-v2), "
               "a local HF model folder, or a cached hub name.")
-@click.option("--pretrained", help="open_clip pretrained tag or a local checkpoint file/folder (default: random init).")
-@click.option("--data", "data", required=True, type=click.Path(), help="Dataset folder (its in_domain pairs are trained on).")
+@click.option("--pretrained", help="open_clip pretrained tag, a local checkpoint file or folder, an http(s) URL "
+              "(downloaded once into the cache) or an hf-hub:ORG/NAME model (default: random init).")
+@click.option("--data", "data", required=True,
+              help=f"{DATA_HELP} (its in_domain pairs are trained on).")
+@images_option
+@mirror_option
 @click.option("--out", "out", required=True, type=click.Path(), help="Checkpoint folder to write.")
 @click.option("--epochs", type=int, default=_DEFAULTS.epochs, show_default=True)
 @click.option("--batch-size", type=int, default=_DEFAULTS.batch_size, show_default=True,
@@ -73,23 +79,59 @@ def _parse_stw_params(values) -> tuple[tuple[str, object], ...]:
 @click.option("--checkpoint-every", type=int, default=_DEFAULTS.checkpoint_every, show_default=True,
               help="Also checkpoint every N steps (0: at epoch ends only).")
 @click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True)
+@click.option("--log-every", type=int, default=0, show_default=True, metavar="N",
+              help="Append a record to OUT/metrics.jsonl every N optimizer steps (loss, lr, samples/s, "
+                   "gradient norm, logit scale, batch weights; 0: none).")
+@click.option("--eval-every", type=int, default=0, show_default=True, metavar="N",
+              help="Evaluate every N steps and at each epoch end on a sample of --eval-splits "
+                   "(recorded in metrics.jsonl; 0: never).")
+@click.option("--eval-splits", default=",".join(DEFAULT_EVAL_SPLITS), show_default=True,
+              help="Comma-separated splits the evaluations during training use.")
+@click.option("--eval-queries", type=int, default=DEFAULT_EVAL_QUERIES, show_default=True,
+              help="Queries sampled per split for the evaluations during training.")
+@click.option("--keep-best", metavar="MEASURE[:SPLIT]",
+              help="Export the best evaluated weights to OUT/best/ by this measure, on SPLIT or averaged over "
+                   "--eval-splits (e.g. nDCG@10:in_domain; needs --eval-every).")
+@click.option("--save-every-epoch", is_flag=True, help="Export the weights after each epoch to OUT/epoch-K/.")
+@click.option("--report-to", multiple=True, metavar="TARGET",
+              help=f"Also report the records to {' or '.join(REPORTERS)} (W&B offline); repeatable or comma-separated.")
+@click.option("--progress-every", type=float, default=_DEFAULTS.progress_every, show_default=True, metavar="SECONDS",
+              help="Seconds between plain progress lines when stderr is not a terminal.")
 @click.option("--resume", is_flag=True, help="Continue the run whose checkpoint is in --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def train(data, out, resume, as_json, fields, stw_param, **options) -> None:
+def train(data, images_root, mirror, out, resume, as_json, fields, stw_param, eval_splits, eval_queries, report_to,
+          **options) -> None:
     """Train a GCL model on the in_domain pairs of a dataset.
 
     Writes checkpoint.pt periodically and, when done, model.pt (loads with plain
     open_clip.create_model_and_transforms(arch, pretrained=OUT/model.pt)), train.json and DONE.
+    With --log-every / --eval-every, OUT/metrics.jsonl records the run as it goes (docs/training.md).
     """
+    from gcl_eval.data.resolve import resolve_dataset
     from gcl_eval.retrieval.fields import FieldWeights
+    from gcl_eval.retrieval.model_source import fetch_checkpoint, is_url
     from gcl_eval.util.distributed import is_main_process
     from trainers.loop import train as run_training
 
     if fields:
         options["doc_fields"] = FieldWeights.parse(fields)
     options["stw_params"] = _parse_stw_params(stw_param)
+    options["report_to"] = tuple(t.strip() for item in report_to for t in item.split(",") if t.strip())
     config = TrainConfig(**options)
-    result = run_training(config, data, out, resume=resume)
+    folder = resolve_dataset(data, images="image" in config.doc_fields.active(), mirror=mirror)
+    if is_url(config.pretrained):  # into the cache now, so that --mirror applies to it too
+        fetch_checkpoint(config.pretrained, mirror=mirror)
+    evaluate = None
+    if images_root is not None or config.eval_every:
+        from gcl_eval.data.io import read_dataset
+
+        folder = read_dataset(folder, images_root=images_root)  # read once: training and evaluations share it
+    if config.eval_every:
+        from gcl_eval.experiments.training_eval import training_evaluation
+
+        splits = [s.strip() for s in eval_splits.split(",") if s.strip()]
+        evaluate = training_evaluation(folder, config, splits=splits, queries=eval_queries)
+    result = run_training(config, folder, out, resume=resume, evaluate=evaluate)
     if not is_main_process():  # under torchrun, rank 0 reports
         return
     if as_json:
@@ -103,3 +145,6 @@ def train(data, out, resume, as_json, fields, stw_param, **options) -> None:
                f"for {result.epochs} epoch{'s' if result.epochs != 1 else ''}, {result.steps} steps{resumed}: final loss {result.final_loss:.4f}, "
                f"{result.samples_per_s:.0f} samples/s, {result.wall_s:.1f} s")
     click.echo(f"model: {out}/model.pt")
+    if result.best is not None:
+        click.echo(f"best: {out}/best/model.pt ({result.best['measure']} {result.best['value']:.4f} "
+                   f"at step {result.best['step']})")

@@ -43,10 +43,10 @@ def get_dataset(name: str, out: str | Path | None = None, images: bool = True, m
     cache (another subset of the same archives then needs no download).
     """
     entry = get_entry(name)
-    target = Path(out) if out is not None else _cache_folder("datasets") / name
+    target = Path(out) if out is not None else cached_folder(name)
     if is_complete(target, entry, images):
         return target
-    mirror = _mirror(mirror)
+    mirror = mirror_url(mirror)
     try:
         with file_lock(_lock_path(target)):  # a second get of the same folder waits, then finds it complete
             if not is_complete(target, entry, images):
@@ -101,7 +101,7 @@ def list_datasets() -> list[dict]:
     """Every registered dataset: name, subset, archive URLs and sizes, and whether the cache holds it."""
     rows = []
     for entry in entries():
-        folder = _cache_folder("datasets") / entry.name
+        folder = cached_folder(entry.name)
         record = read_source(folder) or {}
         cached = ("with images" if record.get("images") else "text only") if record.get("dataset") == entry.name \
             else "no"
@@ -148,7 +148,20 @@ def _lock_path(target: Path) -> Path:
     return _cache_folder("locks") / key
 
 
-def _mirror(mirror: str | None) -> str | None:
+def cached_folder(name: str) -> Path:
+    """Where `get_dataset(name)` puts the dataset when no `out` is given."""
+    return _cache_folder("datasets") / name
+
+
+def registered_name(folder: Path) -> str | None:
+    """The registry name of a dataset folder made by get_dataset, else None."""
+    record = read_source(folder)
+    name = record.get("dataset") if record else None
+    return name if isinstance(name, str) else None
+
+
+def mirror_url(mirror: str | None) -> str | None:
+    """The mirror to fetch from: `mirror`, else $GCL_EVAL_MIRROR, else None (the official URLs)."""
     mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV) or None
     if mirror is not None and urlsplit(mirror).scheme not in ("http", "https"):
         raise GclError(f"mirror {mirror!r}: expected an http(s) URL (each file is fetched from URL/<file name>)")

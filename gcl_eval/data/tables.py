@@ -21,7 +21,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from gcl_eval.util.atomic import atomic_file, file_lock
-from gcl_eval.util.paths import cache_dir
+from gcl_eval.util.paths import cache_dir, mark_used
 from gcl_eval.util.errors import DataError
 
 CACHE_FORMAT = "1"
@@ -67,7 +67,9 @@ def cached_table(path: Path, tag: str, parse: Callable[[Path], pa.Table]) -> pa.
     with file_lock(folder / stem, best_effort=True):
         if cached.is_file():
             try:
-                return pq.read_table(cached)
+                table = pq.read_table(cached)
+                mark_used(cached)
+                return table
             except Exception:  # noqa: BLE001 - any unreadable cache file is rebuilt
                 _unlink(cached)
         table = parse(resolved)

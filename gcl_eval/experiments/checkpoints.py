@@ -17,7 +17,7 @@ from typing import Any, ContextManager
 
 from gcl_eval.experiments.preset import Preset
 from gcl_eval.util.atomic import file_lock
-from gcl_eval.util.paths import cache_dir
+from gcl_eval.util.paths import cache_dir, mark_used
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,7 @@ def train_or_reuse(preset: Preset, dataset, *, device: str, overrides: dict | No
         reused = is_finished(folder)
         if not reused:
             train(config, dataset, folder, resume=True)
+        mark_used(folder)
     seconds = time.perf_counter() - started
     return Training(config, load_trained(folder, device=device), seconds, reused)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from gcl_eval.util.atomic import file_lock
 from gcl_eval.util.errors import GclError
-from gcl_eval.util.paths import cache_dir
+from gcl_eval.util.paths import cache_dir, mark_used
 
 
 def builtin_dataset(world: str = "default") -> Path:
@@ -27,6 +27,7 @@ def builtin_dataset(world: str = "default") -> Path:
     with file_lock(folder, best_effort=True):  # two commands at once: the second waits, then reuses it
         if not (folder / "synth.json").is_file():
             write_synthetic(config, folder, overwrite=True)
+        mark_used(folder)
     return folder
 
 
@@ -46,10 +47,13 @@ def split_pair_table(table: Path, out: Path, *, seed: int = 0, eval_fraction: fl
     return summary
 
 
-def check_dataset_folder(path: Path, *, format: str = "auto", images_root: Path | None = None,
-                         check_images: bool = False) -> dict:
-    """Read a dataset folder and check its quadruple structure; the per-split summary."""
+def check_dataset_folder(path: str | Path, *, format: str = "auto", images_root: Path | None = None,
+                         check_images: bool = False, mirror: str | None = None) -> dict:
+    """Read a dataset folder (or a registered dataset, fetched when the cache lacks it) and check its
+    quadruple structure; the per-split summary."""
     from gcl_eval.data.check import check_dataset
     from gcl_eval.data.io import read_dataset
+    from gcl_eval.data.resolve import resolve_dataset
 
-    return check_dataset(read_dataset(path, format=format, images_root=images_root), check_images=check_images)
+    folder = resolve_dataset(path, images=check_images, mirror=mirror)
+    return check_dataset(read_dataset(folder, format=format, images_root=images_root), check_images=check_images)

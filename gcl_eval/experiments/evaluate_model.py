@@ -26,16 +26,20 @@ from gcl_eval.util.threads import budget_cpu_threads, default_workers
 class ModelToEvaluate:
     """A model and how it scores documents.
 
-    Weights by kind: "open_clip" ``name`` is the architecture, ``pretrained`` a pretrained tag or a
-    checkpoint path (None: the init seeded with ``seed``); "text" ``name`` is the text model;
+    Weights by kind: "open_clip" ``name`` is the architecture (or an hf-hub: model), ``pretrained`` a
+    pretrained tag, a checkpoint path or URL, or an hf-hub: model (None: the init seeded with ``seed``;
+    gcl_eval.retrieval.model_source); "text" ``name`` is the text model (a folder or a hub name);
     "bm25" has none (``bm25``: backend, k1, b). A finished ``training`` run replaces them.
     """
 
     kind: str
     name: str = ""
     pretrained: str | None = None
+    sha256: str | None = None  # the digest a checkpoint URL's download must have (None: not recorded)
+    mirror: str | None = None  # fetch a checkpoint URL from MIRROR/<file name> (default: $GCL_EVAL_MIRROR)
     seed: int = 0
     prefixes: str = "e5"  # text models: the query/document prefix convention
+    max_length: int | None = None  # text models: tokens per text (None: the encoder's default)
     bm25: Mapping = field(default_factory=dict)
     training: Training | None = None
     doc_weights: FieldWeights | None = None
@@ -98,7 +102,8 @@ def _open_clip_encoder(model: ModelToEvaluate, device: str, workers: int):
     if model.training is not None:
         loaded = model.training.trained.model
     else:
-        loaded = load_open_clip(model.name, model.pretrained, seed=model.seed, device=device)
+        loaded = load_open_clip(model.name, model.pretrained, seed=model.seed, device=device, sha256=model.sha256,
+                                mirror=model.mirror)
     encoder = OpenClipEncoder(loaded, device=device, batch_size=model.batch_size, num_workers=workers,
                               precision=model.precision)
     return encoder, Weights("open_clip", loaded.arch, loaded.source, loaded.weights_sha256, encoder.precision)
@@ -111,7 +116,8 @@ def _text_encoder(model: ModelToEvaluate, device: str):
     if model.training is not None:
         text, digest = model.training.trained.model, model.training.trained.sha256
     else:
-        text = load_text_model(model.name, prefixes=model.prefixes, device=device)
+        length = {"max_length": model.max_length} if model.max_length else {}
+        text = load_text_model(model.name, prefixes=model.prefixes, device=device, **length)
         digest = text_model_sha256(text)
     encoder = TextModelEncoder(text, digest, batch_size=model.batch_size, device=device, precision=model.precision)
     return encoder, Weights("text", model.name, text.source, digest, encoder.precision)
@@ -122,7 +128,7 @@ class EvalRequest:
     """`gcl-eval eval`: a model on a dataset folder, written to a run folder."""
 
     model: ModelToEvaluate
-    data: Path
+    data: str | Path  # a dataset folder or a registered dataset's name (gcl_eval.data.resolve)
     out: Path
     protocol: EvalProtocol = field(default_factory=EvalProtocol)
     images_root: Path | None = None  # the folder the dataset's image paths are re-rooted to
@@ -133,6 +139,7 @@ def evaluate_and_save(request: EvalRequest) -> Evaluation | None:
     """Evaluate and save the run folder; the evaluation, or None on a torchrun process other than the
     main one (it only helped encode)."""
     from gcl_eval.data.io import read_dataset
+    from gcl_eval.data.resolve import resolve_dataset
     from gcl_eval.protocol.results import save_run
     from gcl_eval.util.distributed import init_distributed, is_main_process, resolve_device
 
@@ -140,7 +147,10 @@ def evaluate_and_save(request: EvalRequest) -> Evaluation | None:
     request.protocol.validate()
     device = resolve_device(request.device)
     init_distributed(device)
-    dataset = read_dataset(request.data, images_root=request.images_root)
+    model = request.model
+    images = any("image" in w.active() for w in (model.doc_weights, model.cold_start_weights) if w is not None)
+    data = resolve_dataset(request.data, images=images, mirror=model.mirror)
+    dataset = read_dataset(data, images_root=request.images_root)
     evaluation = evaluate_model(request.model, dataset, request.protocol, device=str(device), started=started)
     if not is_main_process():
         return None

@@ -2,7 +2,9 @@
 
 A preset says what to build (model source), how to train it (a [train] table of TrainConfig options;
 absent for zero-shot models and BM25) and how to evaluate it (document field weights, optionally other
-weights on the cold-start splits). A path to a user's own TOML file works wherever a name does.
+weights on the cold-start splits). It may name the registered dataset it is run on (`dataset`, used
+when no --data is given) and the numbers published for it ([reported], gcl_eval.report.reported).
+A path to a user's own TOML file works wherever a name does.
 """
 
 from __future__ import annotations
@@ -12,19 +14,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gcl_eval.util.errors import GclError
+from gcl_eval.report.reported import ReportedNumbers, parse_reported
 from gcl_eval.retrieval import EVAL_PRECISIONS
 from gcl_eval.retrieval.fields import FieldWeights
+from gcl_eval.util.errors import GclError
 
 PRESET_DIR = Path(__file__).parent / "presets"
 DEFAULT_PRESET = "tiny-gcl"
-FAMILIES = ("gcl", "clip", "siglip", "e5", "zero-shot", "bm25")
+FAMILIES = ("gcl", "clip", "siglip", "e5", "zero-shot", "bm25", "released")
 TRACKS = ("text", "image", "multi")
 KINDS = ("open_clip", "text", "bm25")
 NEEDS = ("gpu", "network")
-MODEL_KEYS = {"open_clip": {"kind", "arch", "pretrained"}, "text": {"kind", "text_model", "prefixes"},
-              "bm25": {"kind", "backend", "k1", "b"}}
-TOP_KEYS = {"description", "family", "track", "needs", "model", "train", "eval"}
+MODEL_KEYS = {"open_clip": {"kind", "arch", "pretrained", "sha256"},
+              "text": {"kind", "text_model", "prefixes", "max_length"}, "bm25": {"kind", "backend", "k1", "b"}}
+TOP_KEYS = {"description", "family", "track", "needs", "dataset", "model", "train", "eval", "reported"}
 EVAL_KEYS = {"doc_fields", "cold_start_fields", "batch_size", "precision"}
 
 
@@ -41,6 +44,8 @@ class Preset:
     eval_batch_size: int = 256
     eval_precision: str = "fp32"
     needs: tuple[str, ...] = ()
+    dataset: str | None = None  # the registered dataset it runs on without --data (None: the built-in world)
+    reported: ReportedNumbers | None = None  # numbers published for the model (released presets)
     path: Path | None = field(default=None, compare=False)
 
     @property
@@ -76,7 +81,8 @@ class Preset:
 
     def summary(self) -> dict:
         return {"name": self.name, "family": self.family, "track": self.track, "trains": self.trains,
-                "needs": self.requirements(), "kind": self.kind, "description": self.description}
+                "needs": self.requirements(), "kind": self.kind, "dataset": self.dataset,
+                "reported": self.reported.to_json() if self.reported else None, "description": self.description}
 
 
 def preset_names() -> list[str]:
@@ -169,11 +175,23 @@ def _parse(name: str, data: dict, path: Path) -> Preset:
         raise GclError(f"{where}: track 'image' evaluates image-only documents; eval.doc_fields weights title")
     precision = evaluation.get("precision", "fp32")
     _one_of(where, "eval.precision", precision, EVAL_PRECISIONS)
+    dataset = _dataset(where, data.get("dataset"))
+    reported = parse_reported(data["reported"], dataset=dataset, where=where) if "reported" in data else None
     return Preset(name=name, description=str(data["description"]), family=data["family"], track=data["track"],
                   model=model, train=dict(train) if train is not None else None, doc_fields=doc_fields,
                   cold_start_fields=_fields(where, "eval.cold_start_fields", evaluation.get("cold_start_fields")),
                   eval_batch_size=int(evaluation.get("batch_size", 256)), eval_precision=precision, needs=needs,
-                  path=path)
+                  dataset=dataset, reported=reported, path=path)
+
+
+def _dataset(where: str, value) -> str | None:
+    """A registered dataset's name (gcl-eval data list), or None."""
+    if value is None:
+        return None
+    from gcl_eval.data.registry import dataset_names
+
+    _one_of(where, "dataset", value, dataset_names())
+    return value
 
 
 def _one_of(where: str, key: str, value, known) -> None:

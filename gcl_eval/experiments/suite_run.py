@@ -31,7 +31,8 @@ class SuiteRequest:
     seeds: int = 3  # training seeds 0..seeds-1 per trained run
     out: Path | None = None  # None: suites/<suite name>
     queries: int = 2000  # queries sampled per split
-    data: Path | None = None  # a dataset folder instead of the suite's built-in world
+    data: str | Path | None = None  # a dataset folder or registered dataset instead of the suite's built-in world
+    mirror: str | None = None  # fetch a registered dataset from here (default: $GCL_EVAL_MIRROR)
     trec: bool = False  # also write the TREC run files
     device: str | None = None
     workers: int | None = None
@@ -59,14 +60,14 @@ class PlannedRun:
     done: bool  # the folder already holds this run: it will be reused
 
 
-def plan_suite(request: SuiteRequest) -> SuitePlan:
+def plan_suite(request: SuiteRequest, *, fetch: bool = True) -> SuitePlan:
     """The suite's definition and its run folders, in order; a bad suite, seed count or data folder is a
-    one-line GclError."""
+    one-line GclError. A registered dataset is fetched unless `fetch` is False (a dry run)."""
+    from gcl_eval.data.resolve import resolve_dataset
+
     definition = load_suite(request.name)
     protocol = EvalProtocol(queries_per_split=request.queries)
-    data = request.data
-    if data is not None and not Path(data).is_dir():
-        raise GclError(f"--data {data}: no such dataset folder")
+    data = resolve_dataset(request.data, mirror=request.mirror, fetch=fetch) if request.data is not None else None
     specs = expand(definition, request.seeds, protocol_key(protocol), data=str(Path(data).resolve()) if data else None)
     out = Path(request.out) if request.out else Path("suites") / definition.name
     return SuitePlan(definition, specs, out, protocol)
@@ -74,7 +75,7 @@ def plan_suite(request: SuiteRequest) -> SuitePlan:
 
 def suite_status(request: SuiteRequest) -> list[PlannedRun]:
     """What the suite would run (a dry run): every run folder and whether it is already done."""
-    plan = plan_suite(request)
+    plan = plan_suite(request, fetch=False)
     return [PlannedRun(spec, plan.out / spec.folder, finished_run(plan.out / spec.folder, spec.key) is not None)
             for spec in plan.specs]
 
@@ -133,8 +134,8 @@ def _run_spec(spec: RunSpec, plan: SuitePlan, request: SuiteRequest):
     labels = (("label", spec.label), ("seed", spec.seed), ("suite", spec.suite), ("suite_key", spec.key),
               ("world", spec.world if spec.data is None else None))
     run_preset(RunOptions(model=spec.preset.name, preset=spec.preset, out=folder, world=spec.world,
-                          data=Path(spec.data) if spec.data else None, protocol=plan.protocol, device=request.device,
-                          workers=request.workers, train_overrides=overrides, labels=labels,
+                          data=Path(spec.data) if spec.data else None, mirror=request.mirror, protocol=plan.protocol,
+                          device=request.device, workers=request.workers, train_overrides=overrides, labels=labels,
                           write_trec=request.trec))
     return load_run(folder)
 

@@ -7,14 +7,21 @@ are separated by any whitespace; blank lines are skipped. Ids stay strings.
 A run query's documents are ordered by the rank field, lines with the same rank in file order: that is
 the retrieval order the gcl metric profile uses to break score ties (trec_eval ignores the rank field and
 breaks ties by docid; the standard profile does that at evaluation time, whatever the order here).
+
+The writers put each query's documents in trec_eval's own order (score descending, then docid
+descending, as strings) with ranks 1, 2, ..., and write every score as the shortest text that reads
+back as the same value in its own precision (float32 or float64): equal scores print equal, distinct
+scores distinct and in the same order. Every tool therefore reads the ranking the rank field states.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+
+import numpy as np
 
 from gcl_eval.util.atomic import atomic_file
 from gcl_eval.util.errors import DataError
@@ -137,21 +144,60 @@ def write_qrels(path: str | os.PathLike, qrels: Mapping[str, Mapping[str, int]])
 
 
 def write_run(path: str | os.PathLike, run: Mapping[str, Mapping[str, float]], tag: str = "gcl-eval") -> None:
-    """Write {qid: {docid: score}} as `qid Q0 docid rank score tag` lines.
+    """Write {qid: {docid: score}} as `qid Q0 docid rank score tag` lines, ranked as trec_eval ranks them.
 
-    Each query's documents go out by score descending, ties in dict order (the gcl ranking), with ranks
-    1, 2, ...; scores are written with repr so that reading the file back gives the same floats.
+    Each query's documents go out by score descending, then docid descending (trec_eval's tie rule), with
+    ranks 1, 2, ...; scores are written so that reading the file back gives the same floats.
+    """
+    def ranked():
+        for qid, docs in run.items():
+            items = sorted(((str(d), s) for d, s in docs.items()), key=lambda item: (float(item[1]), item[0]),
+                           reverse=True)
+            yield qid, [d for d, _ in items], np.asarray([s for _, s in items])
+
+    write_ranked_run(path, ranked(), tag)
+
+
+def write_ranked_run(path: str | os.PathLike, ranked: Iterable[tuple[str, Sequence[str], Sequence[float]]],
+                     tag: str = "gcl-eval") -> None:
+    """Write (qid, docids, scores) lists as `qid Q0 docid rank score tag` lines, each in the order given.
+
+    The order must be trec_eval's (score descending, then docid descending), so that the rank field and
+    every tool that re-sorts by score agree; a list out of that order, or a NaN score, is a DataError.
+    Scores keep their precision: a float32 array is written in float32's shortest digits.
     """
     tag = _check_id(tag, "run tag")
 
     def lines():
-        for qid, docs in run.items():
+        for qid, docs, scores in ranked:
             q = _check_id(qid, "query id")
-            ranked = sorted(docs.items(), key=lambda item: float(item[1]), reverse=True)  # stable
-            for rank, (docid, score) in enumerate(ranked, start=1):
-                score = float(score)
-                if math.isnan(score):
-                    raise DataError(f"run score of query {q!r}, document {docid!r} is NaN")
-                yield f"{q} Q0 {_check_id(docid, 'document id')} {rank} {score!r} {tag}\n"
+            docs = [_check_id(d, "document id") for d in docs]
+            values = _as_floats(scores)
+            _check_trec_order(q, docs, values)
+            for rank, (docid, text) in enumerate(zip(docs, _score_texts(values)), start=1):
+                yield f"{q} Q0 {docid} {rank} {text} {tag}\n"
 
     _write_atomically(path, lines())
+
+
+def _as_floats(scores) -> np.ndarray:
+    values = np.asarray(scores)
+    return values if values.dtype == np.float32 else values.astype(np.float64)
+
+
+def _score_texts(values: np.ndarray) -> list[str]:
+    """The shortest round-trip text of each value in its dtype (numpy's), -0.0 written as 0.0."""
+    return (values + values.dtype.type(0)).astype(str).tolist()
+
+
+def _check_trec_order(qid: str, docs: list[str], values: np.ndarray) -> None:
+    if len(values) != len(docs):
+        raise DataError(f"run of query {qid!r}: {len(docs)} documents but {len(values)} scores")
+    if np.isnan(values).any():
+        docid = docs[int(np.flatnonzero(np.isnan(values))[0])]
+        raise DataError(f"run score of query {qid!r}, document {docid!r} is NaN")
+    step = np.flatnonzero(values[1:] >= values[:-1])  # a rise, or a tie that must fall in docid
+    for i in step:
+        if values[i + 1] > values[i] or docs[i + 1] >= docs[i]:
+            raise DataError(f"run of query {qid!r}: document {docs[i + 1]!r} at rank {i + 2} is out of trec_eval's "
+                            "order (score descending, then document id descending)")

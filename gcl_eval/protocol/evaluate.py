@@ -1,9 +1,10 @@
 """The four-split evaluation protocol (docs/evaluation.md): qrels, query sample, search, per-query metrics.
 
-Per split: grades from scores (min-max to 1..100), the query sample (weighted by summed grades,
-seeded, capped) or a released dev/test ground-truth file, the ground truth cut at top_k, a search of
-the split's whole corpus, and the per-query measures. Retrieval is anything with a `search` method
-(dense encoders with the embedding cache, BM25); the protocol never sees dicts on its hot path.
+Per split: grades from scores (the reference's min-max to 1..100), the query sample (weighted by
+summed grades, seeded, capped) or a released dev/test ground-truth file, the ground truth cut at top_k,
+a search of the split's whole corpus ordered by the tie rule (gcl_eval.protocol.ranking), and the
+per-query measures. Retrieval is anything with a `search` method (dense encoders with the embedding
+cache, BM25); the protocol never sees dicts on its hot path.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from gcl_eval.data.dataset import SPLITS, Dataset, Documents
 from gcl_eval.util.errors import DataError, GclError
 from gcl_eval.measures import RUN_MEASURES
 from gcl_eval.measures.metrics import PROFILES, evaluate_arrays, measure_names
-from gcl_eval.protocol.qrels import Qrels, build_qrels, grades_from_scores
+from gcl_eval.protocol.qrels import GRADE_RULE, Qrels, build_qrels, grades_from_scores
+from gcl_eval.protocol.ranking import TIE_RULE, rank_retrieved
 from gcl_eval.protocol.sampling import DEFAULT_SAMPLING, REFERENCE_SEED, SAMPLING_RULES, check_sampling, sample_queries
 from gcl_eval.protocol.results import RunResult, SplitRun, environment_info
 
@@ -55,10 +57,11 @@ class EvalProtocol:
         check_sampling(self.sampling)
 
     def to_json(self) -> dict:
-        sampling = f"{self.ground_truth} ground-truth file" if self.ground_truth else SAMPLING_RULES[self.sampling]
-        return {"top_k": self.top_k, "queries_per_split": self.queries_per_split, "sampling": sampling,
-                "seed": self.seed, "metric_profile": self.profile, "measures": list(self.measures),
-                "splits": list(self.splits)}
+        released = f"{self.ground_truth} ground-truth file" if self.ground_truth else None
+        return {"top_k": self.top_k, "queries_per_split": self.queries_per_split,
+                "sampling": released or SAMPLING_RULES[self.sampling], "seed": self.seed,
+                "metric_profile": self.profile, "measures": list(self.measures), "splits": list(self.splits),
+                "grades": released or GRADE_RULE, "ties": TIE_RULE}
 
 
 class Retriever(TypingProtocol):
@@ -130,7 +133,8 @@ def evaluate_dataset(retriever: Retriever, dataset: Dataset, protocol: EvalProto
         t0 = time.perf_counter()
         queries = split_queries(dataset, split, protocol)
         corpus = dataset.corpus_for(split)
-        indices, scores = retriever.search(split, queries.texts, dataset.split_corpus[split], corpus, protocol.top_k)
+        indices, scores = rank_retrieved(*retriever.search(split, queries.texts, dataset.split_corpus[split], corpus,
+                                                           protocol.top_k), corpus.ids)
         ranked = queries.qrels.grade(indices)
         values = evaluate_arrays(ranked, queries.qrels.grades, list(protocol.measures), protocol.profile,
                                  by_query=True)
@@ -142,7 +146,7 @@ def evaluate_dataset(retriever: Retriever, dataset: Dataset, protocol: EvalProto
                                 "curves": {"nDCG@k": [round(v, 6) for v in curve.values()]}}
         frames.append(pd.DataFrame({"split": split, "qid": queries.qrels.query_ids.astype(str),
                                     **{m: np.asarray(v, dtype=np.float64) for m, v in values.items()}}))
-        runs[split] = _split_run(queries.qrels.query_ids, indices, scores, corpus.ids)
+        runs[split] = _split_run(queries.qrels, indices, scores, corpus.ids)
         split_seconds[split] = round(time.perf_counter() - t0, 3)
     result = RunResult(
         model=model_info if model_info is not None else retriever.describe(),
@@ -157,11 +161,11 @@ def evaluate_dataset(retriever: Retriever, dataset: Dataset, protocol: EvalProto
     return Evaluation(result, runs)
 
 
-def _split_run(query_ids, indices: np.ndarray, scores: np.ndarray, corpus_ids) -> SplitRun:
+def _split_run(qrels: Qrels, indices: np.ndarray, scores: np.ndarray, corpus_ids) -> SplitRun:
     ids = np.asarray(corpus_ids, dtype=object)
     doc_ids, kept_scores = [], []
     for row, row_scores in zip(indices, scores):
         valid = row >= 0
         doc_ids.append([str(d) for d in ids[row[valid]]])
         kept_scores.append(np.asarray(row_scores)[valid])
-    return SplitRun([str(q) for q in query_ids], doc_ids, kept_scores)
+    return SplitRun([str(q) for q in qrels.query_ids], doc_ids, kept_scores, qrels.to_dict(ids))

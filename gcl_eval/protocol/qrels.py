@@ -14,24 +14,26 @@ import pandas as pd
 
 from gcl_eval.util.errors import DataError
 
-MAX_GRADE = 100
+GRADE_RULE = "reference"
+"""result.json's name for the grade rule below (protocol "grades")."""
 
 
 def grades_from_scores(scores) -> np.ndarray:
-    """Min-max rescale a split's scores to integers 1..100, truncating (identity for score_linear).
+    """A split's scores as integer grades 1..100, with the reference evaluation code's arithmetic.
 
-    A constant score column (every pair equally relevant) gives grade 100 everywhere, so ERR's
-    R = (2^g - 1) / 2^gmax is ~1 at the first relevant document, as for binary relevance.
+    The reference computes ``(((s - s.min()) / (s.max() - s.min())) * 99 + 1).astype(int)`` on the
+    split's score column: float64 operations in that order, truncated. Its rounding moves some integer
+    scores down by one (on a 1..100 column, 28 -> 27, 55 -> 54, 60 -> 59, ...), and these are the
+    grades its numbers are computed from. A constant column (the reference's single-value case)
+    gives grade 1 everywhere.
     """
     s = np.asarray(scores, dtype=np.float64)
     if s.size == 0:
         return np.zeros(0, dtype=np.int64)
-    lo, hi = float(s.min()), float(s.max())
+    lo, hi = s.min(), s.max()
     if hi == lo:
-        return np.full(s.shape, MAX_GRADE, dtype=np.int64)
-    scaled = 1.0 + (MAX_GRADE - 1) * (s - lo) / (hi - lo)
-    # 1e-9 keeps exact integers exact: 1 + 99 * (s - 1) / 99 can land a hair below s
-    return np.floor(scaled + 1e-9).astype(np.int64)
+        return np.ones(s.shape, dtype=np.int64)
+    return (((s - lo) / (hi - lo)) * 99 + 1).astype(np.int64)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""RunResult and the run folder: result.json (versioned), per_query.parquet, run_<split>.trec.
+"""RunResult and the run folder: result.json (versioned), per_query.parquet, run_<split>.trec, qrels_<split>.trec.
 
 The folder is built in a temporary sibling and renamed into place, so a killed run never leaves a
 result that looks complete. `load_run` validates the schema and the agreement between the per-query
@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from gcl_eval import __version__
+from gcl_eval.measures.trec import write_qrels, write_ranked_run
 from gcl_eval.util.atomic import atomic_folder
 from gcl_eval.util.errors import GclError
 
@@ -30,11 +31,13 @@ PROTOCOL_KEYS = ("top_k", "queries_per_split", "sampling", "seed", "metric_profi
 
 @dataclass
 class SplitRun:
-    """The ranked lists of one split: query ids, and per query the retrieved doc ids and scores."""
+    """The ranked lists of one split (query ids; per query the retrieved doc ids and scores, in the
+    protocol's rank order) and the graded judgements they were scored against ({qid: {doc id: grade}})."""
 
     query_ids: list[str]
     doc_ids: list[list[str]]
     scores: list[np.ndarray]
+    qrels: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -104,22 +107,20 @@ def environment_info(device: str | None = None) -> dict:
 
 
 def save_run(result: RunResult, out: Path, runs: dict[str, SplitRun] | None = None, *, tag: str = "gcl-eval") -> Path:
-    """Write the run folder atomically (replacing an existing one only once the new one is complete)."""
+    """Write the run folder atomically (replacing an existing one only once the new one is complete).
+
+    With runs, each split also gets its TREC files: `run_<split>.trec` (the ranked lists, in the order
+    they were scored) and `qrels_<split>.trec` (the judgements they were scored against), so that any
+    IR tool can recompute the numbers.
+    """
     out = Path(out)
     with atomic_folder(out) as tmp:
         (tmp / "result.json").write_text(json.dumps(_jsonable(result.to_json()), indent=2, sort_keys=False) + "\n")
         result.per_query.to_parquet(tmp / "per_query.parquet", index=False)
         for split, run in (runs or {}).items():
-            write_trec_run(tmp / f"run_{split}.trec", run, tag)
+            write_ranked_run(tmp / f"run_{split}.trec", zip(run.query_ids, run.doc_ids, run.scores), tag)
+            write_qrels(tmp / f"qrels_{split}.trec", run.qrels)
     return out
-
-
-def write_trec_run(path: Path, run: SplitRun, tag: str) -> None:
-    """TREC run lines `qid Q0 docid rank score tag`, ranks from 1, in retrieval order."""
-    with open(path, "w", encoding="utf-8") as handle:
-        for qid, docs, scores in zip(run.query_ids, run.doc_ids, run.scores):
-            for rank, (doc, score) in enumerate(zip(docs, scores), start=1):
-                handle.write(f"{qid} Q0 {doc} {rank} {float(score):.6f} {tag}\n")
 
 
 def load_run(path: Path | str) -> RunResult:

@@ -36,6 +36,7 @@ from gcl_eval.report.engine import (
     compare,
     plural,
 )
+from gcl_eval.report.reported import with_reported
 from gcl_eval.util.errors import GclError
 
 __all__ = [
@@ -73,13 +74,16 @@ def run_labels(results: Sequence[RunResult], paths: Sequence[str | Path]) -> lis
 
 def compare_runs(runs: Sequence[RunResult], labels: Sequence[str] | None = None, baseline: RunResult | None = None,
                  measures: Sequence[str] | None = PAPER_MEASURES, *, baseline_label: str = "baseline",
-                 splits: Sequence[str] | None = None, force: bool = False, **settings) -> Comparison:
+                 splits: Sequence[str] | None = None, force: bool = False, reported: bool = True,
+                 **settings) -> Comparison:
     """Tabulate runs (rows) by split and measure; with a baseline, test each cell against it.
 
     settings are CompareOptions fields (test, alpha, n_resamples, seed). Refuses (GclError, one line)
     runs of another dataset or protocol than the first (the baseline when given) unless force, and
     query sets that differ unless force; forced, it pairs on the shared queries and says so in
     `notes`. splits limits the columns (default: every split any run has, in the paper's order).
+    reported: add a marked, untested row of the published numbers after each run that carries them
+    (gcl_eval.report.reported).
     """
     runs = list(runs)
     labels = [str(x) for x in labels] if labels is not None else [f"run {i + 1}" for i in range(len(runs))]
@@ -90,7 +94,13 @@ def compare_runs(runs: Sequence[RunResult], labels: Sequence[str] | None = None,
     base = Side(baseline_label, (baseline,)) if baseline is not None else None
     sides = [Side(label, (run,)) for label, run in zip(labels, runs)]
     check_measures(([base] if base else []) + sides, measures)
-    return compare(base, sides, measures=measures, splits=splits, options=options)
+    comparison = compare(base, sides, measures=measures, splits=splits, options=options)
+    if not reported:
+        return comparison
+    models = {label: run.model for label, run in zip(labels, runs)}
+    if baseline is not None:
+        models[baseline_label] = baseline.model
+    return with_reported(comparison, models)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -204,7 +214,7 @@ def format_markdown(comparison: Comparison) -> str:
 
 
 CSV_COLUMNS = ("run", "is_baseline", "split", "measure", "value", "baseline_value", "delta", "rel_change",
-               "p", "p_holm", "significant", "n_pairs")
+               "p", "p_holm", "significant", "n_pairs", "reported")
 
 
 def format_csv(comparison: Comparison) -> str:

@@ -31,8 +31,12 @@ from gcl_eval.measures.stats import TEST_NAMES, TESTS, holm, paired_test
 from gcl_eval.protocol.results import RunResult
 from gcl_eval.util.errors import GclError
 
-COMPARED_PROTOCOL_KEYS = ("top_k", "queries_per_split", "sampling", "seed", "metric_profile")
+COMPARED_PROTOCOL_KEYS = ("top_k", "queries_per_split", "sampling", "seed", "metric_profile", "grades", "ties")
 """Protocol entries that must agree for numbers to be comparable (measures and splits may differ)."""
+
+EARLIER_PROTOCOL = {"grades": "integer-preserving", "ties": "score desc, corpus order"}
+"""What a missing key means: the rule runs used before they recorded it. Their grades kept integer scores
+as they were (the reference arithmetic moves some down by one), and their ties kept corpus order."""
 
 INCOMPARABLE_POLICIES = ("refuse", "force", "mark")
 SIGNIFICANT_MARK = "\u2020"  # dagger, the compare table's mark of a significant cell
@@ -151,7 +155,8 @@ class Cell:
     (percent) and ratio compare reported means; p is the raw two-sided p-value of the paired test
     over n_pairs queries, p_holm the Holm-adjusted one over every tested cell of the comparison;
     significant means p_holm <= alpha. baseline_value is set when both sides have the cell;
-    incomparable holds the reason when the pair was marked rather than compared.
+    incomparable holds the reason when the pair was marked rather than compared. reported marks a
+    value published for a model rather than measured (gcl_eval.report.reported): never tested.
     """
 
     run: str
@@ -167,6 +172,7 @@ class Cell:
     significant: bool = False
     n_pairs: int | None = None
     incomparable: str | None = None
+    reported: bool = False
 
     @property
     def ratio(self) -> float | None:
@@ -248,8 +254,9 @@ def comparability_problem(run: Side, reference: Side) -> str | None:
     if ours.dataset.get("fingerprint") != theirs.dataset.get("fingerprint"):
         diffs.append(f"dataset ({_dataset_id(ours)} vs {_dataset_id(theirs)})")
     for key in COMPARED_PROTOCOL_KEYS:
-        if ours.protocol.get(key) != theirs.protocol.get(key):
-            diffs.append(f"protocol {key} ({ours.protocol.get(key)!r} vs {theirs.protocol.get(key)!r})")
+        mine, other = (side.protocol.get(key, EARLIER_PROTOCOL.get(key)) for side in (ours, theirs))
+        if mine != other:
+            diffs.append(f"protocol {key} ({mine!r} vs {other!r})")
     return f"{run.label} differs from {reference.label} in {', '.join(diffs)}" if diffs else None
 
 

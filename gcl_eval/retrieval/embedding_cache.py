@@ -23,6 +23,11 @@ same entry compute it once: the second waits and loads it. A truncated, corrupt 
 with a CacheWarning and recomputed, never a crash; a cache that cannot be written is reported the
 same way and the computed array is still returned (a read-only cache is used without locks, and
 so is the cache under torchrun, where the ranks compute each entry together).
+
+A stored entry is returned memory-mapped (read-only, np.load(mmap_mode="r")): a million-document
+matrix costs no process memory until its rows are read (the checksum is read from the file in
+chunks), and a rank of a sharded evaluation maps in only its own rows. Under torchrun the ranks agree on every lookup (a hit only
+when every rank can use the entry, else all compute it together) and rank 0 alone writes the entry.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ import torch
 
 from gcl_eval.util import distributed
 from gcl_eval.util.atomic import atomic_file, atomic_write_text, file_lock
-from gcl_eval.util.paths import cache_dir
+from gcl_eval.util.paths import cache_dir, mark_used
 from gcl_eval.util.console import track
 from gcl_eval.data.dataset import Documents, ImageStore
 from gcl_eval.util.errors import GclError
@@ -89,6 +94,8 @@ class EmbeddingCache:
         key = self.key(key_parts)
         with self._entry_lock(key):
             array = self._load(key, key_parts)
+            if not _on_every_rank(array is not None):
+                array = None  # under torchrun the ranks compute an entry together, so they agree on a hit
             if array is not None:
                 self.stats.hits += 1
                 return array
@@ -114,23 +121,26 @@ class EmbeddingCache:
             return None  # never committed (an orphan .npy from a killed writer is overwritten)
         try:
             meta = json.loads(meta_path.read_text())
-            array = np.load(npy, allow_pickle=False)
+            array = np.load(npy, mmap_mode="r", allow_pickle=False)
             problem = None
             if meta.get("key_parts") != json.loads(_canonical(key_parts)):
                 problem = "its key parts differ"
             elif list(array.shape) != meta["shape"] or str(array.dtype) != meta["dtype"]:
                 problem = f"shape/dtype {array.shape} {array.dtype} differ from {meta['shape']} {meta['dtype']}"
-            elif _checksum(array) != meta["blake2b"]:
+            elif _file_checksum(npy, array) != meta["blake2b"]:
                 problem = "checksum mismatch"
         except Exception as err:  # truncated or garbled .npy/.json, missing .npy, unreadable file
             problem = f"{type(err).__name__}: {' '.join(str(err).split())[:200]}"
         if problem is None:
+            mark_used(meta_path)
             return array
         self.stats.corrupt += 1
         warnings.warn(f"embedding cache entry {npy} is unusable ({problem}); recomputing", CacheWarning, stacklevel=3)
         return None
 
     def _store(self, key: str, key_parts: Mapping, array: np.ndarray) -> None:
+        if not distributed.is_main_process():
+            return  # under torchrun every rank holds the same array; rank 0 alone writes it
         npy, meta_path = self.paths(key)
         array = np.ascontiguousarray(array)
         meta = {"key": key, "key_parts": json.loads(_canonical(key_parts)), "shape": list(array.shape),
@@ -144,6 +154,30 @@ class EmbeddingCache:
         except OSError as err:
             warnings.warn(f"embedding cache entry {npy} not written ({err}); continuing without it",
                           CacheWarning, stacklevel=3)
+
+
+def _file_checksum(npy: Path, array: np.ndarray) -> str:
+    """_checksum of a loaded entry, read from its file in chunks: the same digest, without mapping every
+    page of a large matrix into the process (a memory-mapped entry's rows are read only where used)."""
+    if not isinstance(array, np.memmap):
+        return _checksum(array)
+    digest, remaining = hashlib.blake2b(), array.nbytes
+    with open(npy, "rb") as handle:
+        handle.seek(array.offset)
+        while remaining > 0:
+            chunk = handle.read(min(remaining, 16 * 2**20))
+            if not chunk:
+                break  # shorter than its header says: the digest will not match
+            digest.update(chunk)
+            remaining -= len(chunk)
+    return digest.hexdigest()
+
+
+def _on_every_rank(flag: bool) -> bool:
+    """True when `flag` is true on every rank (just `flag` without a process group)."""
+    if not distributed.is_distributed():
+        return flag
+    return all(distributed.gather_objects(bool(flag)))
 
 
 def _canonical(value) -> str:

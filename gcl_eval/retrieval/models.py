@@ -1,4 +1,5 @@
-"""Loading open_clip models: packaged configs, pretrained tags, local checkpoints, seeded random init.
+"""Loading open_clip models: packaged configs, and weights from any source gcl_eval.retrieval.model_source
+resolves (pretrained tags, local checkpoints, URLs, hf-hub: models, seeded random init).
 
 Every failure is a one-line GclError: an unknown architecture, a checkpoint that does not load, or
 pretrained weights that cannot be fetched (offline), with how to pass a local file instead.
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,44 +43,41 @@ class LoadedModel:
     preprocess_val: Any
     tokenizer: Any
     arch: str
-    source: str  # "random:<seed>", a pretrained tag, or a checkpoint path
+    source: str  # "random:<seed>", a pretrained tag, a checkpoint path, a URL or an hf-hub: name
     weights_sha256: str  # the checkpoint file's sha256, or a hash of the initial state
 
 
-def load_open_clip(arch: str, pretrained: str | None = None, *, seed: int = 0, device: str = "cpu") -> LoadedModel:
-    """Build `arch` from a pretrained tag, a local checkpoint file or folder, or seeded random init."""
+def load_open_clip(arch: str, pretrained: str | None = None, *, seed: int = 0, device: str = "cpu",
+                   sha256: str | None = None, mirror: str | None = None) -> LoadedModel:
+    """Build `arch` with the weights `pretrained` names (gcl_eval.retrieval.model_source): a pretrained
+    tag, a local checkpoint file or folder, an http(s) URL (downloaded once; `sha256` checks it, `mirror`
+    fetches it from MIRROR/<file name>), an `hf-hub:org/name` model, or None for seeded random init.
+
+    A checkpoint may be a plain state dict, `{"state_dict": ...}` with DDP's `module.` prefixes, or a
+    training state `{"epoch", "name", "state_dict", "optimizer"}`: open_clip takes the state dict from
+    each (read with torch.load(weights_only=True): no pickled code runs)."""
+    from gcl_eval.retrieval.model_source import resolve_weights
+
     open_clip = open_clip_module()
     import torch
 
-    if arch not in open_clip.list_models():
-        raise GclError(f"unknown open_clip architecture {arch!r} (see open_clip.list_models(); "
-                       f"gcl-eval adds: {', '.join(sorted(p.stem for p in PACKAGED_CONFIGS.glob('*.json')))})")
-    checkpoint = _local_checkpoint(pretrained)
-    if pretrained and checkpoint is None and pretrained not in open_clip.list_pretrained_tags_by_model(arch):
-        raise GclError(f"{pretrained!r} is neither a file nor a pretrained tag of {arch} "
-                       f"(tags: {', '.join(open_clip.list_pretrained_tags_by_model(arch)) or 'none'})")
-    if pretrained and checkpoint is None and os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise GclError(f"pretrained weights {arch}/{pretrained} need the network, and HF_HUB_OFFLINE=1: "
-                       f"pass a local checkpoint file (.pt/.bin/.safetensors) instead, or no weights for random init")
+    weights = resolve_weights(open_clip, arch, pretrained, seed=seed, sha256=sha256, mirror=mirror)
     torch.manual_seed(seed)
     try:
         with _quiet_root_logger():  # open_clip logs "Model initialized randomly" for every random init
             model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
-                arch, pretrained=str(checkpoint) if checkpoint else pretrained, device=device)
+                weights.model_name, pretrained=weights.pretrained, device=device)
     except GclError:
         raise
     except Exception as err:  # open_clip raises many kinds; the user needs one line
-        what = f"checkpoint {checkpoint}" if checkpoint else f"pretrained weights {pretrained!r}"
         reason = " ".join(str(err).split())[:300]
-        raise GclError(f"{what} does not load as {arch}: {reason}") from None
-    tokenizer = open_clip.get_tokenizer(arch)
-    if checkpoint is not None:
-        source, digest = str(checkpoint), file_sha256(checkpoint)
-    elif pretrained:
-        source, digest = pretrained, state_sha256(model)
+        raise GclError(f"{weights.describe()} does not load as {weights.model_name}: {reason}") from None
+    tokenizer = open_clip.get_tokenizer(weights.model_name)
+    if weights.file is not None:
+        digest = weights.sha256 or file_sha256(weights.file)
     else:
-        source, digest = f"random:{seed}", state_sha256(model)
-    return LoadedModel(model, preprocess_train, preprocess_val, tokenizer, arch, source, digest)
+        digest = state_sha256(model)
+    return LoadedModel(model, preprocess_train, preprocess_val, tokenizer, weights.model_name, weights.source, digest)
 
 
 @contextmanager
@@ -92,23 +89,6 @@ def _quiet_root_logger():
         yield
     finally:
         root.setLevel(level)
-
-
-def _local_checkpoint(pretrained: str | None) -> Path | None:
-    if not pretrained:
-        return None
-    path = Path(pretrained.removeprefix("local-dir:")).expanduser()
-    if path.is_file():
-        return path
-    if path.is_dir():
-        for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin", "model.pt", "checkpoint.pt"):
-            if (path / name).is_file():
-                return path / name
-        raise GclError(f"{path}: no checkpoint file in this folder (looked for open_clip_model.safetensors, "
-                       f"open_clip_pytorch_model.bin, model.pt)")
-    if pretrained.startswith(("/", "./", "../", "~", "local-dir:")) or pretrained.endswith((".pt", ".bin", ".safetensors")):
-        raise GclError(f"checkpoint {pretrained} does not exist")
-    return None
 
 
 def file_sha256(path: Path) -> str:

@@ -7,6 +7,8 @@ Retrieval order: score descending; among equal scores, corpus order (the lower c
 This holds for every backend and every block configuration, including ties that straddle the k-th place:
 the result is the first k rows of the whole corpus sorted by (-score, index), as
 `exact_search_reference` computes it, where "score" is the float32 inner product the backend computed.
+(The evaluation protocol keeps this choice of the top k and reorders tied documents inside each list by
+document id: gcl_eval.protocol.ranking.)
 
 Backends:
 - "torch": matmul over (query block x corpus block) tiles into one reused score buffer. A plain
@@ -26,6 +28,12 @@ Backends:
 Memory: the torch backend never holds more than one score tile (query block x corpus block float32)
 plus its selection workspace, sized by `memory_budget_bytes` (bookkeeping in `_row_bytes`); the inputs
 and the result (Q x k ids and scores) come on top. faiss works in its own fixed tiles (4096 x 1024).
+Nothing ever holds a Q x N score matrix, and the corpus may be a read-only memory map (np.load with
+mmap_mode="r"): it is read tile by tile, never copied.
+
+Sharded search: `merge_topk` merges the top-k lists of disjoint corpus parts (each searched on its own,
+ids shifted to corpus indices) into exactly the list one search over the whole corpus gives; sharded
+evaluation under torchrun uses it (gcl_eval.retrieval.dense).
 
 Cost of the input check: NaN/inf are rejected up front, one read of both inputs (~2% of a 2,000-query
 search; for a handful of queries over a large corpus it is about as long as the search itself).
@@ -142,6 +150,39 @@ def exact_search_reference(queries: np.ndarray, corpus: np.ndarray, k: int) -> t
     index = np.broadcast_to(np.arange(corpus.shape[0], dtype=np.int64), scores.shape)
     order = np.lexsort((index, -scores), axis=-1)[:, : min(k, corpus.shape[0])]
     return order.astype(np.int64), np.take_along_axis(scores, order, axis=1).astype(np.float32)
+
+
+def merge_topk(lists, k: int, *, block_rows: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k of the union of several top-k lists, in retrieval order (score desc, then id asc).
+
+    lists: (ids int64 Q x k_i, scores float32 Q x k_i) pairs, one per disjoint part of a corpus (e.g. a
+    rank's shard), ids already global corpus indices and each list the part's own top-k under the same
+    rule (what `search` returns for the part, ids shifted by its first row). The whole corpus's top-k is
+    a subset of their union, so sorting the union by (-score, id) and keeping k gives exactly what one
+    `search` over the whole corpus returns, ties at the k-th place included. Entries with score -inf
+    are padding: they sort last and never reach the result while k <= the number of real entries.
+    Queries are merged block_rows at a time (a Q x sum(k_i) sort key at most block_rows tall).
+    """
+    k = _check_k(k)
+    if not lists:
+        raise GclError("merge_topk needs at least one top-k list")
+    for ids, scores in lists:
+        arrays = isinstance(ids, np.ndarray) and isinstance(scores, np.ndarray)
+        if not arrays or ids.ndim != 2 or ids.shape != scores.shape:
+            raise GclError("merge_topk: every list must be a pair of 2-D arrays (ids, scores) of one shape")
+        if ids.shape[0] != lists[0][0].shape[0]:
+            raise GclError(f"merge_topk: lists cover {ids.shape[0]} and {lists[0][0].shape[0]} queries")
+    all_ids = np.concatenate([np.asarray(ids, dtype=np.int64) for ids, _ in lists], axis=1)
+    all_scores = np.concatenate([np.asarray(scores, dtype=np.float32) for _, scores in lists], axis=1)
+    width = min(k, all_ids.shape[1])
+    out_ids = np.empty((all_ids.shape[0], width), dtype=np.int64)
+    out_scores = np.empty((all_ids.shape[0], width), dtype=np.float32)
+    for start in range(0, all_ids.shape[0], block_rows):
+        ids, scores = all_ids[start : start + block_rows], all_scores[start : start + block_rows]
+        order = np.lexsort((ids, -scores), axis=-1)[:, :width]
+        out_ids[start : start + block_rows] = np.take_along_axis(ids, order, axis=1)
+        out_scores[start : start + block_rows] = np.take_along_axis(scores, order, axis=1)
+    return out_ids, out_scores
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -91,7 +91,7 @@ def file_lock(path: str | os.PathLike, *, best_effort: bool = False) -> Iterator
     from filelock import FileLock  # imported here: most commands never lock, and it costs tens of ms
 
     path = Path(path)
-    lock = FileLock(str(path.with_name(f".{path.name}.lock")))
+    lock = FileLock(str(lock_file(path)))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         lock.acquire()
@@ -104,6 +104,12 @@ def file_lock(path: str | os.PathLike, *, best_effort: bool = False) -> Iterator
     finally:
         if lock is not None:
             lock.release()
+
+
+def lock_file(path: str | os.PathLike) -> Path:
+    """The file :func:`file_lock` locks for ``path``: its hidden sibling ``.NAME.lock``."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.lock")
 
 
 # ---------------------------------------------------------------------------------------- helpers

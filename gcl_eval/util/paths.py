@@ -1,6 +1,7 @@
 """gcl-eval's cache folder: parsed dataset files, the built-in synthetic dataset, embeddings.
 
-$GCL_EVAL_CACHE wins; else $XDG_CACHE_HOME/gcl-eval; else ~/.cache/gcl-eval.
+$GCL_EVAL_CACHE wins; else $XDG_CACHE_HOME/gcl-eval; else ~/.cache/gcl-eval. What it holds is listed
+and pruned by gcl_eval.experiments.cache (`gcl-eval cache`).
 """
 
 from __future__ import annotations
@@ -20,3 +21,13 @@ def cache_dir(*parts: str) -> Path:
     path = base.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def mark_used(path: str | os.PathLike) -> None:
+    """Record that a cache entry was just read: its modification time becomes now, which is what
+    `gcl-eval cache` takes as its last use (the least recently used entries are pruned first).
+    Best effort: a read-only cache is used as it is."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass

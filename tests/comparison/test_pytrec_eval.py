@@ -1,5 +1,6 @@
 """gcl_eval.measures against pytrec_eval (trec_eval's ndcg_cut, map_cut, recall, P, recip_rank): from dicts,
-and from TREC files through `gcl-eval metrics`. Skipped when pytrec_eval (the dev extra) is missing."""
+from TREC files through `gcl-eval metrics`, and the protocol's per-query numbers on the run file it wrote.
+Skipped when pytrec_eval (the dev extra) is missing."""
 
 from __future__ import annotations
 
@@ -8,8 +9,12 @@ import pytest
 
 from gcl_eval.measures import parse_measure
 from gcl_eval.measures.metrics import evaluate
-from gcl_eval.measures.trec import write_qrels, write_run
+from gcl_eval.measures.trec import read_run, write_qrels, write_run
+from gcl_eval.protocol.evaluate import EvalProtocol, evaluate_dataset, split_queries
+from gcl_eval.protocol.results import save_run
 from metric_cases import CUTOFFS, TREC_MEASURES, random_case
+from run_helpers import RandomRanker, tiny_dataset
+from tie_cases import CASES as TIE_CASES, make_tie_run
 
 pytrec_eval = pytest.importorskip("pytrec_eval")
 
@@ -91,3 +96,39 @@ def test_metrics_command_on_trec_files_matches_pytrec_eval_on_the_same_files(tie
     for qid, values in oracle.items():
         for name, value in values.items():
             assert per_query[qid][name] == pytest.approx(value, abs=TOL), (qid, name)
+
+
+def test_protocol_numbers_equal_pytrec_eval_on_the_written_run(tmp_path):
+    dataset = tiny_dataset(3)
+    protocol = EvalProtocol(top_k=100, queries_per_split=40)
+    evaluation = evaluate_dataset(RandomRanker(), dataset, protocol)
+    folder = save_run(evaluation.result, tmp_path / "run", evaluation.runs)
+    for split in ("in_domain", "zero_shot"):
+        queries = split_queries(dataset, split, protocol)
+        qrels = queries.qrels.to_dict(dataset.corpus_for(split).ids)
+        run = read_run(folder / f"run_{split}.trec")
+        # tie-free scores for pytrec_eval: rank order made explicit
+        run = {q: {d: float(len(docs) - i) for i, d in enumerate(docs)} for q, docs in
+               ((q, list(ranked)) for q, ranked in run.items())}
+        oracle = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.100"}).evaluate(run)
+        per_query = evaluation.result.per_query.query("split == @split").set_index("qid")
+        for qid, values in oracle.items():
+            assert per_query.loc[qid, "nDCG@10"] == pytest.approx(values["ndcg_cut_10"], abs=1e-9)
+            assert per_query.loc[qid, "R@100"] == pytest.approx(values["recall_100"], abs=1e-9)
+
+
+@pytest.mark.parametrize("case", TIE_CASES)
+def test_protocol_ndcg_equals_pytrec_eval_on_written_files_full_of_ties(case, tmp_path):
+    """BM25, duplicated embeddings, three score levels: pytrec_eval re-sorts the tied scores of the written
+    run by docid (descending), which is the order the protocol scored, so nDCG@10 agrees per query."""
+    folder, evaluation, _ = make_tie_run(case, tmp_path / "run")
+    for split, body in evaluation.result.splits.items():
+        with open(folder / f"qrels_{split}.trec") as q_file, open(folder / f"run_{split}.trec") as r_file:
+            file_qrels, file_run = pytrec_eval.parse_qrel(q_file), pytrec_eval.parse_run(r_file)
+        oracle = pytrec_eval.RelevanceEvaluator(file_qrels, {"ndcg_cut.10"}).evaluate(file_run)
+        per_query = evaluation.result.per_query.query("split == @split").set_index("qid")
+        assert set(oracle) == set(per_query.index)
+        for qid, values in oracle.items():
+            assert per_query.loc[qid, "nDCG@10"] == pytest.approx(values["ndcg_cut_10"], abs=TOL), (split, qid)
+        mean = sum(v["ndcg_cut_10"] for v in oracle.values()) / len(oracle)
+        assert body["metrics"]["nDCG@10"] == pytest.approx(mean, abs=TOL)

@@ -1,4 +1,5 @@
-"""gcl_eval.measures.stats against scipy: ttest_rel and permutation_test. Skipped when scipy is missing."""
+"""gcl_eval.measures.stats against scipy: ttest_rel and permutation_test, also as the suite report uses them
+(seed-averaged queries, Holm). Skipped when scipy is missing."""
 
 import math
 
@@ -6,6 +7,8 @@ import numpy as np
 import pytest
 
 from gcl_eval.measures.stats import paired_randomization_test, paired_t_test
+from gcl_eval.report.suite_summary import compare
+from run_helpers import fake_run
 from stats_cases import FIXED_INPUTS, pairs
 
 scipy_stats = pytest.importorskip("scipy.stats")
@@ -50,3 +53,35 @@ def test_randomization_monte_carlo_is_close_to_scipy(a, b):
     # two Monte Carlo estimates of one p: a few standard errors apart at most
     se = math.sqrt(max(reference * (1 - reference), 1e-4) / 10000)
     assert abs(ours - reference) < 5 * se + 2e-4
+
+
+def test_compare_matches_scipy_on_seed_averaged_queries_with_holm():
+    rng = np.random.default_rng(0)
+    splits = ("in_domain", "novel_query", "novel_corpus", "zero_shot")
+    lift = {"in_domain": 0.2, "novel_query": 0.05, "novel_corpus": 0.0, "zero_shot": 0.1}
+    base = [fake_run({s: rng.uniform(0.1, 0.5, 40) for s in splits}, k) for k in range(3)]
+    ours = [fake_run({s: np.clip(base[k].per_query.query("split == @s")["nDCG@10"].to_numpy() + lift[s]
+                                 + rng.normal(0, 0.05, 40), 0, 1) for s in splits}, k) for k in range(3)]
+    result = compare("gcl", ours, "clip", base)
+    assert len(result.cells) == 12
+    raw = []
+    for cell in result.cells:
+        def seed_mean(runs):
+            return np.mean([r.per_query.query("split == @cell.split")[cell.measure].to_numpy() for r in runs], axis=0)
+
+        expected = scipy_stats.ttest_rel(seed_mean(ours), seed_mean(base)).pvalue
+        assert math.isclose(cell.p, expected, rel_tol=1e-9, abs_tol=1e-15)
+        raw.append(expected)
+        per_seed = [ours[k].metric(cell.split, cell.measure) / base[k].metric(cell.split, cell.measure) for k in range(3)]
+        assert np.allclose(cell.seed_ratios, per_seed)
+        assert math.isclose(cell.ratio, np.mean([r.metric(cell.split, cell.measure) for r in ours])
+                            / np.mean([r.metric(cell.split, cell.measure) for r in base]))
+    # Holm by hand: sorted p times (m - rank), running maximum, capped at 1
+    order = np.argsort(raw)
+    holm_expected = np.empty(12)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, raw[i] * (12 - rank)))
+        holm_expected[i] = running
+    assert np.allclose([c.p_holm for c in result.cells], holm_expected)
+    assert result.cell("in_domain", "nDCG@10").significant and not result.cell("novel_corpus", "nDCG@10").significant
