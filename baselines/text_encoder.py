@@ -2,8 +2,9 @@
 
 Wraps trainers.text_model.TextEncoder, the one place that builds HF text models, so a zero-shot model
 and a fine-tuned checkpoint are encoded by the same code. Queries get the "query" role and titles the
-"document" role (E5's "query: " / "passage: " prefixes when the model uses them); documents without a
-title are absent, and a text model has no image field.
+"document" role (E5's "query: " / "passage: " prefixes, or any other pair, when the model uses them),
+token states are pooled as the model states (mean, CLS or last token); documents without a title are
+absent, and a text model has no image field.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class TextModelEncoder:
 
         return json.dumps({
             "encoder": "text", "name": self.encoder.name, "weights_sha256": self.weights_sha256,
-            "prefixes": self.encoder.prefixes, "max_length": self.encoder.max_length, "pooling": "mean",
+            "prefixes": self.encoder.prefixes, "max_length": self.encoder.max_length, "pooling": self.encoder.pooling,
             "device_type": str(self.device).split(":")[0], "torch": torch.__version__,
             "transformers": transformers.__version__, "normalise": "l2-fp32", "precision": self.precision,
             "batching": "by-length",

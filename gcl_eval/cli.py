@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "compare": ("gcl_eval.commands.compare", "compare", "Compare run folders: Table 1 with significance tests."),
     "data": ("gcl_eval.commands.data", "data", "Build, convert and check ranked datasets."),
     "eval": ("gcl_eval.commands.eval", "eval_command", "Evaluate a model on the four splits; write a run folder."),
+    "export": ("gcl_eval.commands.export", "export", "Export a trained model for sentence-transformers or open_clip."),
     "leaderboard": ("gcl_eval.commands.leaderboard", "leaderboard", "Build the static HTML leaderboard site."),
     "gate": ("gcl_eval.commands.gate", "gate", "CI gate: exit 1 when a candidate run regresses."),
     "metrics": ("gcl_eval.commands.metrics", "metrics", "Score a TREC run file against TREC qrels."),

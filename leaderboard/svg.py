@@ -130,3 +130,84 @@ def _segments(xs: Sequence[float], ys: Sequence[float]) -> list[list[tuple[float
     if current:
         segments.append(current)
     return segments
+
+
+@dataclass(frozen=True)
+class DotRow:
+    """One labelled row of a dot plot: a value (or None) per series, and a tooltip note per value."""
+
+    label: str
+    values: Sequence[float | None]
+    notes: Sequence[str] = ()
+
+
+MARKERS = ("circle", "square", "triangle", "diamond")  # a second cue besides colour
+
+
+def _marker(shape: str, x: float, y: float, colour: str, tip: str) -> str:
+    r = 4.2
+    title = f"<title>{escape(tip)}</title>"
+    if shape == "circle":
+        return f'<circle cx="{x:.2f}" cy="{y:.2f}" r="{r}" fill="{colour}">{title}</circle>'
+    if shape == "square":
+        return (f'<rect x="{x - r:.2f}" y="{y - r:.2f}" width="{2 * r}" height="{2 * r}" fill="{colour}">'
+                f"{title}</rect>")
+    points = ([(x, y - r - 1), (x + r + 1, y + r), (x - r - 1, y + r)] if shape == "triangle"
+              else [(x, y - r - 1), (x + r + 1, y), (x, y + r + 1), (x - r - 1, y)])
+    coords = " ".join(f"{px:.2f},{py:.2f}" for px, py in points)
+    return f'<polygon points="{coords}" fill="{colour}">{title}</polygon>'
+
+
+def _clip(text: str, limit: int = 28) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def dot_plot(rows: Sequence[DotRow], series: Sequence[str], *, title: str, x_label: str,
+             width: int = 640, row_height: int = 22) -> Markup:
+    """A dot plot: one line per row (top to bottom), a marker per series on a shared x axis from 0.
+
+    Markers of a row are nudged apart vertically so close values stay visible; each has a tooltip.
+    """
+    values = [v for row in rows for v in row.values if v is not None and math.isfinite(v)]
+    if not values:
+        raise ValueError(f"plot {title!r} has no finite values")
+    ticks = nice_ticks(min(0.0, min(values)), max(values))
+    x_lo, x_hi = ticks[0], ticks[-1]
+    left = 14 + 6.3 * max(len(_clip(row.label)) for row in rows)
+    right, top, bottom = 18, 52, 42
+    plot_w, height = width - left - right, top + row_height * len(rows) + bottom
+    bottom_y = top + row_height * len(rows)
+
+    def sx(x: float) -> float:
+        return left + (x - x_lo) / (x_hi - x_lo) * plot_w
+
+    out = [f'<svg class="plot dots" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+           f'aria-label="{escape(title)}" font-family="system-ui, sans-serif" font-size="11">',
+           f"<title>{escape(title)}</title>",
+           f'<text x="8" y="18" font-size="13" font-weight="600" fill="#222">{escape(title)}</text>']
+    for i, name in enumerate(series):  # legend under the title
+        lx = left + i * min(plot_w / max(len(series), 1), 150)
+        out.append(_marker(MARKERS[i % len(MARKERS)], lx + 5, 38, PALETTE[i % len(PALETTE)], name))
+        out.append(f'<text x="{lx + 14:.2f}" y="38" dominant-baseline="middle" fill="#222">{escape(name)}</text>')
+    for x in ticks:
+        px = f"{sx(x):.2f}"
+        out.append(f'<line x1="{px}" y1="{top}" x2="{px}" y2="{bottom_y}" stroke="#e3e3e3"/>')
+        out.append(f'<text x="{px}" y="{bottom_y + 16}" text-anchor="middle" fill="#444">{_fmt(x)}</text>')
+    out.append(f'<line x1="{left}" y1="{bottom_y}" x2="{left + plot_w}" y2="{bottom_y}" stroke="#444"/>')
+    out.append(f'<text x="{left + plot_w / 2:.2f}" y="{bottom_y + 33}" text-anchor="middle" '
+               f'fill="#222">{escape(x_label)}</text>')
+    spread = min(3.0, (row_height - 10) / max(len(series), 1))
+    for r, row in enumerate(rows):
+        cy = top + row_height * (r + 0.5)
+        out.append(f'<line x1="{left}" y1="{cy:.2f}" x2="{left + plot_w}" y2="{cy:.2f}" stroke="#f0f0f0"/>')
+        out.append(f'<text x="{left - 8:.2f}" y="{cy:.2f}" text-anchor="end" dominant-baseline="middle" '
+                   f'fill="#222"><title>{escape(row.label)}</title>{escape(_clip(row.label))}</text>')
+        for i, value in enumerate(row.values):
+            if value is None or not math.isfinite(value):
+                continue
+            note = row.notes[i] if i < len(row.notes) else f"{value:.4f}"
+            offset = (i - (len(series) - 1) / 2) * spread
+            out.append(_marker(MARKERS[i % len(MARKERS)], sx(value), cy + offset, PALETTE[i % len(PALETTE)],
+                               f"{row.label} · {series[i]}: {note}"))
+    out.append("</svg>")
+    return Markup("\n".join(out))

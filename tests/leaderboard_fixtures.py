@@ -82,13 +82,28 @@ SECOND_DATASET = [
 ]
 
 
+# a suite's label trained with three seeds: one leaderboard row (mean ± std), seeds on its page
+SUITE, SEEDED_LABEL, SEEDS = "fix-suite", "e5-seeds", (0, 1, 2)
+SEEDED_MODEL = {"preset": "e5-small-ft", "family": "e5", "track": "text", "trains": True, "suite": SUITE,
+                "label": SEEDED_LABEL, "stw": stw("inverse")}
+
+
 def make_results(root: Path) -> Path:
-    """RESULTS_DIR with the runs above: root/<dataset>/<folder>/ (result.json, per_query.parquet, ...)."""
+    """RESULTS_DIR with the runs above: root/<dataset>/<folder>/ (result.json, per_query.parquet, ...), and
+    the seeds of SEEDED_MODEL in root/<first dataset>/<SUITE>/<SEEDED_LABEL>/seed-<k>/."""
     for seed, models in ((3, MODELS), (5, SECOND_DATASET)):
         _, dataset, _ = build_synthetic(SynthConfig(queries=100, docs_per_query=15, seed=seed, images=False),
                                         diagnostics=False)
         for i, (folder, noise, model) in enumerate(models):
-            evaluation = evaluate_dataset(NoisyOracleRetriever(dataset, noise, seed=i), dataset, PROTOCOL,
-                                          model_info=dict(model))
-            save_run(evaluation.result, root / dataset.name / folder, evaluation.runs)
+            _save(dataset, noise, i, model, root / dataset.name / folder)
+        if seed == 3:
+            for k in SEEDS:
+                _save(dataset, 0.5, 100 + k, {**SEEDED_MODEL, "seed": k},
+                      root / dataset.name / SUITE / SEEDED_LABEL / f"seed-{k}")
     return root
+
+
+def _save(dataset, noise: float, seed: int, model: dict, folder: Path) -> None:
+    evaluation = evaluate_dataset(NoisyOracleRetriever(dataset, noise, seed=seed), dataset, PROTOCOL,
+                                  model_info=dict(model))
+    save_run(evaluation.result, folder, evaluation.runs)

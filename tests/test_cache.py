@@ -153,3 +153,22 @@ def test_size_and_age_units():
     assert parse_size("20G") == 20 * 1024**3 and parse_size("500M") == 500 * 1024**2
     assert parse_size("1.5K") == 1536 and parse_size("4096") == 4096 and parse_size("2GiB") == 2 * 1024**3
     assert parse_age("30d") == 30 * DAY and parse_age("12h") == 12 * 3600 and parse_age("2w") == 14 * DAY
+
+
+def test_downloads_and_models_are_one_entry_per_file_with_its_checksum_and_partial_download():
+    root = cache_dir()
+    downloads, model = root / "downloads", root / "models" / "0123abcd"
+    downloads.mkdir()
+    model.mkdir(parents=True)
+    (downloads / "images.tar").write_bytes(b"a" * 100)
+    (downloads / "images.tar.sha256").write_text("0" * 64 + "  images.tar\n")
+    (downloads / "text.zip.part").write_bytes(b"b" * 10)  # a download to resume
+    (downloads / "text.zip.part.json").write_text("{}")
+    (model / "open_clip_model.safetensors").write_bytes(b"c" * 50)
+    (model / ".open_clip_model.safetensors.lock").touch()
+    entries = {f"{e.kind}/{e.name}": e for e in list_entries()}
+    assert sorted(entries) == ["downloads/images.tar", "downloads/text.zip",
+                               "models/0123abcd/open_clip_model.safetensors"]
+    assert entries["downloads/images.tar"].size == 100 + 77 and entries["downloads/text.zip"].size == 12
+    assert len(prune(max_size=0).removed) == 3
+    assert list_entries() == [] and (model / ".open_clip_model.safetensors.lock").exists()

@@ -14,7 +14,7 @@ from gcl_eval.report.gate import gate
 from gcl_eval.report.suite_summary import compare as suite_compare
 from gcl_eval.report.suite_summary import comparison_markdown
 from gcl_eval.util.errors import GclError
-from leaderboard.build import build_tables, collect_runs
+from leaderboard.build import build_tables, collect_runs, group_models
 
 ZERO = ("zero_shot", "ERR")  # the cell where the zero baseline scores 0
 
@@ -49,7 +49,7 @@ def _four_reports(results, group, test):
     suite = suite_compare("cand", [cand], "base", [base], test=test)
     summarised = {(c.split, c.measure): c for c in suite.cells}
     entries = [e for e in collect_runs(results) if e.rel.startswith(f"{group}/")]
-    (board,) = build_tables(entries, baseline=f"{group}/base", test=test)
+    (board,) = build_tables(group_models(entries), baseline=f"{group}/base", test=test)
     cells = board.variants[board.baseline][f"{group}--cand"]
     boarded = {(column.split, column.measure): cell for column, cell in zip(board.columns, cells)}
     assert set(compared) == set(gated) == set(summarised) == set(boarded) and len(compared) == 12

@@ -124,6 +124,22 @@ def test_many_random_splits_with_many_ties():
             assert np.array_equal(got, want)
 
 
+def test_lists_in_any_order_merge_the_same():
+    """Shards in corpus order take the stable-sort-by-score path; any other order sorts by (score, id):
+    both give the oracle's lists."""
+    from gcl_eval.retrieval.topk import _in_corpus_order
+
+    rng = np.random.default_rng(1)
+    corpus = rng.integers(-2, 3, size=(300, 5)).astype(np.float32)
+    queries = rng.integers(-2, 3, size=(30, 5)).astype(np.float32)
+    lists = _shard_lists(queries, corpus, 40, (0, 70, 71, 200, 300))
+    want = exact_search_reference(queries, corpus, 40)
+    assert _in_corpus_order(lists) and not _in_corpus_order(lists[::-1])
+    for order in (lists, lists[::-1], [lists[2], lists[0], lists[3], lists[1]]):
+        got = merge_topk(order, 40)
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+
+
 def test_padding_never_reaches_the_result_and_blocks_do_not_matter():
     corpus, queries = _doc_vectors(), _query_vectors()
     lists = _shard_lists(queries, corpus, 20, (0, 3, 23))  # the first shard has only 3 rows

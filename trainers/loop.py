@@ -45,8 +45,8 @@ from trainers.towers import OpenClipTowers, Towers, build_towers
 @dataclass
 class TrainResult:
     """What a run did. ``final_loss``: mean loss of the last epoch's steps. ``samples_per_s``: training
-    throughput of this call (global batch samples per second of the step loop, checkpoint writes
-    included). ``steps``: optimizer steps of the whole run, resumed ones included; ``resumed_from_step``:
+    throughput of this call (global batch samples per second of the step loop, checkpoint writes,
+    evaluations and snapshots included). ``steps``: optimizer steps of the whole run, resumed ones included; ``resumed_from_step``:
     where this call picked up (None: fresh).
     """
 

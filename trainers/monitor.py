@@ -32,7 +32,7 @@ from typing import Callable, Mapping
 
 import torch
 
-from gcl_eval.util.atomic import atomic_folder, atomic_write_text
+from gcl_eval.util.atomic import atomic_write_text
 from gcl_eval.util.errors import GclError
 from trainers.config import TrainConfig
 
@@ -124,8 +124,9 @@ class WandbReporter:
     def __init__(self, out: Path, config: TrainConfig):
         import wandb
 
+        # console="off": W&B leaves stdout and stderr alone (the progress lines, --json output)
         self.run = wandb.init(mode="offline", dir=str(out), project="gcl-eval", name=out.name,
-                              config=config.to_dict(), reinit=True)
+                              config=config.to_dict(), settings=wandb.Settings(console="off"))
 
     def scalars(self, step: int, values: Mapping[str, float]) -> None:
         self.run.log(dict(values), step=step)
@@ -273,15 +274,19 @@ class Monitor:
         self.window_start = (done.step, now)
         batch = self.config.batch_size
         scale, _ = self.towers.logit_params()
-        weights = done.weights.float()
+        weights = done.weights.double()
+        norm = done.grad_norm if done.grad_norm is not None else torch.tensor(float("nan"))
+        values = [done.loss, done.epoch_loss_sum / done.batches, norm, scale, weights.mean(), weights.min(),
+                  weights.max()]
+        device = done.loss.device  # one copy off the device for all of them
+        loss, epoch_loss, grad_norm, scale, w_mean, w_min, w_max = torch.stack(
+            [v.detach().to(device, torch.float64).reshape(()) for v in values]).tolist()
         return {
             "kind": "train", "step": done.step, "epoch": done.epoch, "time": round(time.time(), 3),
-            "loss": done.loss.item(), "epoch_loss": done.epoch_loss_sum.item() / done.batches, "lr": done.lr,
+            "loss": loss, "epoch_loss": epoch_loss, "lr": done.lr,
             "samples_per_s": round((done.step - start_step) * batch / max(now - start_time, 1e-9), 3),
-            "grad_norm": None if done.grad_norm is None else done.grad_norm.item(),
-            "logit_scale": scale.item(),
-            "weight_mean": weights.mean().item(), "weight_min": weights.min().item(),
-            "weight_max": weights.max().item(),
+            "grad_norm": None if done.grad_norm is None else grad_norm, "logit_scale": scale,
+            "weight_mean": w_mean, "weight_min": w_min, "weight_max": w_max,
         }
 
     def _evaluate(self, done: StepDone) -> dict:

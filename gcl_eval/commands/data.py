@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from gcl_eval.commands.options import mirror_option, queries_option, sampling_option
+
 
 @click.group("data")
 def data() -> None:
@@ -63,6 +65,40 @@ def check(path, as_json, images_root, check_images, fmt, mirror):
     summary = check_dataset_folder(path, format=fmt, images_root=images_root, check_images=check_images,
                                    mirror=mirror)
     _print_summary(summary, as_json, title=f"{path}: ok")
+
+
+@data.command("queries")
+@click.argument("data_path", metavar="DATA")
+@click.option("--split", "splits", multiple=True,
+              help="Split to write (repeatable) [default: every split of the dataset].")
+@click.option("--out", "out", type=click.Path(path_type=Path), default=None,
+              help="File to write (one split; default: standard output), or folder for several splits "
+                   "(queries_<split>.<format> in it).")
+@click.option("--format", "fmt", type=click.Choice(["tsv", "jsonl"]), default="tsv", show_default=True,
+              help="tsv: 'id<TAB>text' lines (Pyserini topics); jsonl: BEIR queries.jsonl ({\"_id\", \"text\"}).")
+@queries_option
+@click.option("--seed", default=1, show_default=True, type=int, help="Seed of the query sample (the reference's 1; eval's --sample-seed).")
+@sampling_option
+@click.option("--ground-truth", type=click.Choice(["dev", "test"]), default=None,
+              help="The queries of the dataset's released ground-truth files instead of the sample.")
+@mirror_option
+def queries_command(data_path, splits, out, fmt, queries, seed, sampling, ground_truth, mirror):
+    """Write the queries the protocol scores on each split (ids and texts, as `gcl-eval eval` samples them).
+
+    DATA is a dataset folder or a registered dataset's name. Give another system these queries and the
+    split's corpus, and score its TREC run with `gcl-eval eval --run-file SPLIT=RUN` under the same
+    --queries, --sampling and --ground-truth options, and --seed as eval's --sample-seed (docs/evaluation.md).
+    """
+    from gcl_eval.experiments.external_runs import write_sampled_queries
+    from gcl_eval.protocol.evaluate import EvalProtocol
+
+    protocol = EvalProtocol(queries_per_split=queries, seed=seed, sampling=sampling, ground_truth=ground_truth)
+    texts = write_sampled_queries(data_path, protocol, out, fmt, splits=tuple(splits) or None, mirror=mirror)
+    if out is None:
+        click.echo(next(iter(texts.values())), nl=False)
+    else:
+        click.echo(f"wrote {', '.join(f'{split} ({t.count(chr(10))} queries)' for split, t in texts.items())} "
+                   f"to {out}", err=True)
 
 
 def _print_summary(summary: dict, as_json: bool, title: str) -> None:

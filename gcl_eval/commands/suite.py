@@ -33,6 +33,9 @@ def suite(name, seeds, out, list_only, dry_run, data, mirror, trec, queries, dev
     paper-table1-mini (Table 1), paper-stw-mini (Table 3), paper-fields-mini (Table 2),
     paper-batch-mini (Table 4), and paper-control-mini / paper-world2-mini (the same GCL vs CLIP
     comparison on the hidden-quality control world and on a second world).
+
+    Under torchrun (`torchrun --nproc_per_node N -m gcl_eval suite NAME ...`) the ranks run each run
+    together; rank 0 writes the folders and the summary (docs/training.md).
     """
     from gcl_eval.experiments.suite_run import SuiteRequest, run_suite, suite_status
 
@@ -54,4 +57,6 @@ def suite(name, seeds, out, list_only, dry_run, data, mirror, trec, queries, dev
             click.echo(f"[{i}/{len(planned)}] {run.spec.title:28s} preset {run.spec.preset.name:16s} -> {run.folder} "
                        f"({state})")
         return
-    click.echo(run_suite(request).summary)
+    result = run_suite(request)
+    if result is not None:  # None: a torchrun rank other than 0, which helped train and encode
+        click.echo(result.summary)

@@ -71,7 +71,12 @@ class PruneOutcome:
 
 def list_entries(root: Path | None = None) -> list[CacheEntry]:
     """Every entry of the cache folder ``root`` (default: gcl-eval's), least recently used first."""
-    root = Path(root) if root is not None else cache_dir()
+    if root is None:
+        try:
+            root = cache_dir()
+        except OSError as err:
+            raise GclError(f"cannot use the cache folder {err.filename or ''}: {err.strerror or err}") from None
+    root = Path(root)
     entries: list[CacheEntry] = []
     for kind in KINDS:
         folder = root / kind

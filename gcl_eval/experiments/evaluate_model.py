@@ -28,7 +28,8 @@ class ModelToEvaluate:
 
     Weights by kind: "open_clip" ``name`` is the architecture (or an hf-hub: model), ``pretrained`` a
     pretrained tag, a checkpoint path or URL, or an hf-hub: model (None: the init seeded with ``seed``;
-    gcl_eval.retrieval.model_source); "text" ``name`` is the text model (a folder or a hub name);
+    gcl_eval.retrieval.model_source); "text" ``name`` is the text model (a folder or a hub name) and
+    ``pretrained`` None or the folder of a finished text training run (gcl_eval.experiments.text_models);
     "bm25" has none (``bm25``: backend, k1, b). A finished ``training`` run replaces them.
     """
 
@@ -38,7 +39,9 @@ class ModelToEvaluate:
     sha256: str | None = None  # the digest a checkpoint URL's download must have (None: not recorded)
     mirror: str | None = None  # fetch a checkpoint URL from MIRROR/<file name> (default: $GCL_EVAL_MIRROR)
     seed: int = 0
-    prefixes: str = "e5"  # text models: the query/document prefix convention
+    prefixes: str | Mapping | None = "e5"  # text models: "e5", "none" or {"query", "document"}; None: the
+    # checkpoint's, else "e5"
+    pooling: str = "auto"  # text models: mean, cls, lasttoken; "stated"/"auto": the model's (text_models)
     max_length: int | None = None  # text models: tokens per text (None: the encoder's default)
     bm25: Mapping = field(default_factory=dict)
     training: Training | None = None
@@ -110,17 +113,18 @@ def _open_clip_encoder(model: ModelToEvaluate, device: str, workers: int):
 
 
 def _text_encoder(model: ModelToEvaluate, device: str):
-    from baselines.text_encoder import TextModelEncoder, text_model_sha256
-    from trainers.text_model import load_text_model
+    from baselines.text_encoder import TextModelEncoder
+    from gcl_eval.experiments.text_models import load_text_for_eval
 
     if model.training is not None:
         text, digest = model.training.trained.model, model.training.trained.sha256
+        source = text.source
     else:
-        length = {"max_length": model.max_length} if model.max_length else {}
-        text = load_text_model(model.name, prefixes=model.prefixes, device=device, **length)
-        digest = text_model_sha256(text)
+        loaded = load_text_for_eval(model.name, checkpoint=model.pretrained, prefixes=model.prefixes,
+                                    pooling=model.pooling, max_length=model.max_length, device=device)
+        text, digest, source = loaded.encoder, loaded.sha256, loaded.source
     encoder = TextModelEncoder(text, digest, batch_size=model.batch_size, device=device, precision=model.precision)
-    return encoder, Weights("text", model.name, text.source, digest, encoder.precision)
+    return encoder, Weights("text", model.name, source, digest, encoder.precision)
 
 
 @dataclass(frozen=True)

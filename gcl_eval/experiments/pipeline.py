@@ -4,7 +4,8 @@ The dataset is --data (a folder or a registered dataset's name, gcl_eval.data.re
 preset's own dataset (the paper's lineup and the released models name marqo-gs-10m), else a built-in
 synthetic world. Checkpoints are cached per (preset recipe, dataset fingerprint)
 (gcl_eval.experiments.checkpoints) and embeddings per content, so a second run of the same preset
-only evaluates. A preset meant for a GPU is handled by gcl_eval.experiments.device_plan.
+only evaluates. A preset meant for a GPU is handled by gcl_eval.experiments.device_plan. Under torchrun
+the ranks share the work and rank 0 writes (docs/training.md, "Launching on N GPUs and M nodes").
 """
 
 from __future__ import annotations
@@ -41,23 +42,35 @@ class RunOptions:
 
 
 def run_preset(options: RunOptions) -> tuple[Evaluation, Path]:
-    """Train when the preset trains and no finished checkpoint exists, evaluate, save; (evaluation, folder)."""
-    from gcl_eval.data.io import read_dataset
-    from gcl_eval.experiments.checkpoints import train_or_reuse
-    from gcl_eval.experiments.device_plan import check_device, device_note
-    from gcl_eval.protocol.results import save_run
-    from gcl_eval.util.distributed import resolve_device
+    """Train when the preset trains and no finished checkpoint exists, evaluate, save; (evaluation, folder).
+
+    Under torchrun every rank calls this inside one process group (started here unless the caller, e.g. a
+    suite, already did): rank 0 fetches or generates the dataset first, all ranks train together (DDP) or
+    reuse the checkpoint, all encode their shard of every corpus, and rank 0 alone writes the run folder."""
+    from gcl_eval.experiments.device_plan import check_device
+    from gcl_eval.util.distributed import process_group, resolve_device
 
     started = time.perf_counter()
     options.protocol.validate()
     preset = options.preset if options.preset is not None else load_preset(options.model)
-    device = str(resolve_device(options.device))
-    check_device(preset, options.device, device)
+    device = resolve_device(options.device)
+    check_device(preset, options.device, str(device))
+    with process_group(device):
+        return _run(options, preset, str(device), started)
+
+
+def _run(options: RunOptions, preset: Preset, device: str, started: float) -> tuple[Evaluation, Path]:
+    from gcl_eval.data.io import read_dataset
+    from gcl_eval.experiments.checkpoints import train_or_reuse
+    from gcl_eval.experiments.device_plan import device_note
+    from gcl_eval.protocol.results import save_run
+    from gcl_eval.util.distributed import barrier, is_main_process
+
     data_dir = run_dataset(options, preset)
     with status(f"reading {data_dir}"):
         dataset = read_dataset(data_dir, images_root=options.images)
     line = device_note(preset, device, dataset, options.protocol)
-    if line:
+    if line and is_main_process():
         click.echo(line, err=True)
     training = None
     if preset.trains:
@@ -70,20 +83,23 @@ def run_preset(options: RunOptions) -> tuple[Evaluation, Path]:
     evaluation = evaluate_model(model, dataset, options.protocol, device=device, preset=preset, labels=labels,
                                 started=started)
     out = Path(options.out) if options.out else Path("runs") / preset.name
-    save_run(evaluation.result, out, evaluation.runs if options.write_trec else None)
+    if is_main_process():
+        save_run(evaluation.result, out, evaluation.runs if options.write_trec else None)
+    barrier()  # the folder is there for every rank (and a suite's next run) once this returns
     return evaluation, out
 
 
 def run_dataset(options: RunOptions, preset: Preset) -> Path:
     """The dataset folder a run uses: --data, else the preset's registered dataset (fetched once when the
-    cache lacks it), else a built-in world."""
+    cache lacks it), else a built-in world. Under torchrun rank 0 fetches or generates it first."""
     from gcl_eval.data.resolve import resolve_dataset
     from gcl_eval.experiments.datasets import builtin_dataset
+    from gcl_eval.util.distributed import main_first
 
     name = options.data if options.data else preset.dataset if options.world is None else None
     if not name:
-        return builtin_dataset(options.world or "default")
-    return resolve_dataset(name, images=preset_uses_images(preset), mirror=options.mirror)
+        return main_first(lambda: builtin_dataset(options.world or "default"))
+    return main_first(lambda: resolve_dataset(name, images=preset_uses_images(preset), mirror=options.mirror))
 
 
 def preset_uses_images(preset: Preset) -> bool:

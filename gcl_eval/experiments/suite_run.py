@@ -8,7 +8,7 @@ Layout of the output folder (default suites/NAME):
 
 A run folder that already holds the same run (same suite key: preset, overrides, seed, world, protocol)
 is reused, so an interrupted suite continues where it stopped; checkpoints and embeddings are cached
-as for `gcl-eval run`.
+as for `gcl-eval run`. Under torchrun the ranks run every run together and rank 0 alone writes.
 """
 
 from __future__ import annotations
@@ -81,8 +81,11 @@ def suite_status(request: SuiteRequest) -> list[PlannedRun]:
 
 
 def protocol_key(protocol: EvalProtocol) -> dict:
-    """The protocol settings a suite run's key depends on."""
-    return {"top_k": protocol.top_k, "queries_per_split": protocol.queries_per_split, "seed": protocol.seed}
+    """The protocol settings a suite run's key depends on: everything result.json records that changes the
+    numbers (a folder scored under another sampling, grade or tie rule is never reused)."""
+    recorded = protocol.to_json()
+    return {k: recorded[k] for k in ("top_k", "queries_per_split", "seed", "sampling", "metric_profile", "grades",
+                                     "ties")}
 
 
 def finished_run(folder: Path, key: str):
@@ -102,32 +105,55 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def run_suite(request: SuiteRequest, *, log: Callable[[str], None] = _stderr) -> SuiteResult:
+def run_suite(request: SuiteRequest, *, log: Callable[[str], None] = _stderr) -> SuiteResult | None:
     """Run (or reuse) every run folder, then write summary.md and suite.json. ``log`` gets one progress
-    line per run folder."""
-    plan = plan_suite(request)
-    plan.out.mkdir(parents=True, exist_ok=True)
+    line per run folder.
+
+    Under torchrun every rank calls this inside one process group that lives for the whole suite: rank 0
+    fetches the dataset first, decides which folders are done, logs and writes the folders and the report;
+    all ranks train and encode each run together. The other ranks return None."""
+    from gcl_eval.util.distributed import main_first, process_group, resolve_device
+
+    with process_group(resolve_device(request.device)):
+        plan = main_first(lambda: plan_suite(request))
+        return _run_plan(plan, request, log)
+
+
+def _run_plan(plan: SuitePlan, request: SuiteRequest, log: Callable[[str], None]) -> SuiteResult | None:
+    from gcl_eval.util.distributed import gather_objects, is_main_process
+
+    main = is_main_process()
+    if main:
+        plan.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     records, results = [], {}
     for i, spec in enumerate(plan.specs, 1):
         t0 = time.perf_counter()
-        result = finished_run(plan.out / spec.folder, spec.key)
-        reused = result is not None
+        result = finished_run(plan.out / spec.folder, spec.key) if main else None
+        reused = gather_objects(result is not None)[0]  # rank 0's folders decide for every rank
         where = f"world {spec.world}" if spec.data is None else spec.data
-        log(f"[{i}/{len(plan.specs)}] {spec.title} ({spec.preset.name}, {where}){': done, reused' if reused else ''}")
+        if main:
+            log(f"[{i}/{len(plan.specs)}] {spec.title} ({spec.preset.name}, {where})"
+                f"{': done, reused' if reused else ''}")
         if not reused:
             result = _run_spec(spec, plan, request)
+        if not main:
+            continue
         results.setdefault(spec.label, []).append(result)
         records.append({"label": spec.label, "seed": spec.seed, "preset": spec.preset.name, "folder": spec.folder,
                         "reused": reused, "wall_s": round(time.perf_counter() - t0, 1),
                         "timings": {k: v for k, v in result.timings.items() if k.endswith("_s")}})
+    if not main:
+        return None
     return write_report(plan.definition, results, records, plan.out, seeds=request.seeds,
                         wall_s=round(time.perf_counter() - started, 1))
 
 
 def _run_spec(spec: RunSpec, plan: SuitePlan, request: SuiteRequest):
+    """Run one suite run into its folder; its RunResult as read back (None on a rank other than 0)."""
     from gcl_eval.experiments.pipeline import RunOptions, run_preset
     from gcl_eval.protocol.results import load_run
+    from gcl_eval.util.distributed import is_main_process
 
     folder = plan.out / spec.folder
     overrides = (("seed", spec.seed),) if spec.seed is not None else ()
@@ -137,7 +163,7 @@ def _run_spec(spec: RunSpec, plan: SuitePlan, request: SuiteRequest):
                           data=Path(spec.data) if spec.data else None, mirror=request.mirror, protocol=plan.protocol,
                           device=request.device, workers=request.workers, train_overrides=overrides, labels=labels,
                           write_trec=request.trec))
-    return load_run(folder)
+    return load_run(folder) if is_main_process() else None
 
 
 def write_report(definition: Suite, results: dict, records: list[dict], out: Path, *, seeds: int,

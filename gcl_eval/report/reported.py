@@ -5,7 +5,7 @@ docs/presets.md). `gcl-eval run` copies them into result.json's model record und
 the dataset it evaluated is the one they were reported on. A comparison then gets, after each such
 run, a row labelled "<label> [reported]" whose cells hold those values only: no change against a
 baseline, no test, not counted in Holm's correction, and a note saying where they come from. The
-leaderboard shows them the same way (leaderboard/build.py).
+leaderboard shows them the same way (leaderboard/tables.py).
 """
 
 from __future__ import annotations

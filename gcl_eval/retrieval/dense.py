@@ -29,6 +29,7 @@ import numpy as np
 
 from gcl_eval.data.dataset import Documents
 from gcl_eval.retrieval.embedding_cache import EmbeddingCache, encode_corpus, encode_query_texts
+from gcl_eval.retrieval.encoder import Encoder
 from gcl_eval.retrieval.fields import FieldWeights
 from gcl_eval.util import distributed
 from gcl_eval.util.errors import GclError
@@ -45,9 +46,9 @@ class CorpusShard:
 
 
 class DenseRetriever:
-    """`search` for the protocol over an encoder with encode_field/encode_queries/fingerprint."""
+    """`search` for the protocol over an Encoder (gcl_eval.retrieval.encoder)."""
 
-    def __init__(self, encoder, *, doc_weights: FieldWeights, split_doc_weights: Mapping[str, FieldWeights] | None = None,
+    def __init__(self, encoder: Encoder, *, doc_weights: FieldWeights, split_doc_weights: Mapping[str, FieldWeights] | None = None,
                  cache: EmbeddingCache | None = None, device: str | None = None):
         self.inner_encoder = encoder
         self.encoder = ShardedEncoder(encoder) if distributed.is_distributed() else encoder
@@ -102,6 +103,8 @@ def search_shards(queries: np.ndarray, shard: CorpusShard, k: int, *, device=Non
         return search(queries, shard.embeddings, k, device=device)
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
         raise GclError(f"k must be an integer of at least 1, got {k!r}")  # on every rank, before any exchange
+    if shard.total == 0:
+        raise GclError("corpus is empty: nothing to search (expected at least one document row)")
     k_all = min(int(k), shard.total)
     if shard.embeddings is not None:
         ids, scores = search(queries, shard.embeddings, k_all, device=device)

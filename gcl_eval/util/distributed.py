@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -34,6 +34,7 @@ import torch.distributed as dist
 from gcl_eval.util.errors import GclError
 
 DEVICE_NAMES = "auto, cpu, cuda, cuda:N or mps"
+T = TypeVar("T")
 
 
 # ------------------------------------------------------------------------------------------ the launch
@@ -167,6 +168,21 @@ def barrier() -> None:
     """Wait for every rank (no-op without a process group)."""
     if is_distributed():
         dist.barrier()
+
+
+def main_first(build: Callable[[], T]) -> T:
+    """Run ``build`` (fetch or generate a cache entry, under its own file lock) on rank 0, then, once it is
+    done, on every other rank: with a cache folder shared by all nodes they find the entry built; with a
+    folder per node, the first rank of each node to take the entry's lock builds that node's copy.
+    Without a process group: ``build()``. Every rank must call it (it holds a barrier)."""
+    if not is_distributed():
+        return build()
+    if rank() == 0:
+        result = build()
+    barrier()
+    if rank() != 0:
+        result = build()
+    return result
 
 
 # ------------------------------------------------------------------------------------------ collectives

@@ -1,4 +1,4 @@
-/* gcl-eval leaderboard: sortable columns, row filters, baseline switch, CSV export.
+/* gcl-eval leaderboard: sortable columns (rank, model, metrics), row filters, baseline switch, CSV export.
    Plain JavaScript, no libraries, no network: the page works when opened from the file system.
    The relative changes and significance marks of every baseline were computed by the build and
    sit in each table's <script class="variants"> JSON; switching the baseline only swaps them in. */
@@ -20,7 +20,7 @@
     var cell = row.cells[index];
     var raw = cell.hasAttribute("data-sort-value") ? cell.getAttribute("data-sort-value") : cell.textContent.trim();
     if (raw === "") return null;
-    if (type === "num") {
+    if (type === "num" || type === "rank") {
       var n = parseFloat(raw);
       return isNaN(n) ? null : n;
     }
@@ -32,7 +32,7 @@
     var index = Number(header.dataset.index);
     var type = header.dataset.type;
     var previous = header.getAttribute("aria-sort");
-    // metrics start best-first (descending), text A-Z; a second click reverses
+    // metrics start best-first (descending), ranks 1 first, text A-Z; a second click reverses
     var direction = previous ? (previous === "descending" ? "ascending" : "descending")
                              : (type === "num" ? "descending" : "ascending");
     table.querySelectorAll("th[aria-sort]").forEach(function (th) { th.removeAttribute("aria-sort"); });
@@ -44,7 +44,7 @@
       var x = sortValue(a, index, type);
       var y = sortValue(b, index, type);
       if (x === null || y === null) return (x === null) - (y === null);  // missing values last
-      if (type === "num") return sign * (x - y);
+      if (type !== "text") return sign * (x - y);
       return sign * x.localeCompare(y, undefined, { numeric: true, sensitivity: "base" });
     });
     rows.forEach(function (row) { body.appendChild(row); });
@@ -72,7 +72,7 @@
       section.hidden = visible === 0;
       shown += visible;
     });
-    document.getElementById("shown").textContent = shown + " of " + total + " runs shown";
+    document.getElementById("shown").textContent = shown + " of " + total + " models shown";
     document.getElementById("nothing-shown").hidden = shown > 0;
   }
 
@@ -118,26 +118,27 @@
         if (row.hidden) return;
         var record = {
           fixed: [section.dataset.dataset, section.dataset.track, row.cells[0].dataset.sortValue,
-                  row.querySelector(".path").textContent, row.dataset.family, row.dataset.training, baseLabel],
+                  row.cells[1].dataset.sortValue, row.querySelector(".path").title, row.dataset.seeds,
+                  row.dataset.family, row.dataset.training, baseLabel],
           metrics: {}
         };
         row.querySelectorAll("td.metric").forEach(function (td, i) {
           var key = td.dataset.key;
           if (keys.indexOf(key) < 0) keys.push(key);
           var cell = cells ? cells[row.dataset.slug][i] : null;
-          record.metrics[key] = [td.dataset.sortValue, cell ? cell[3] : null, cell ? cell[4] : null];
+          record.metrics[key] = [td.dataset.sortValue, td.dataset.std, cell ? cell[3] : null, cell ? cell[4] : null];
         });
         records.push(record);
       });
     });
-    var header = ["dataset", "track", "model", "run folder", "family", "training", "baseline"];
-    keys.forEach(function (key) { header.push(key, key + " change %", key + " p (Holm)"); });
+    var header = ["dataset", "track", "rank", "model", "model folder", "seeds", "family", "training", "baseline"];
+    keys.forEach(function (key) { header.push(key, key + " std", key + " change %", key + " p (Holm)"); });
     var lines = [header.map(csvField).join(",")];
     records.forEach(function (record) {
       var fields = record.fixed.slice();
       keys.forEach(function (key) {
-        var m = record.metrics[key] || ["", null, null];
-        fields.push(m[0], m[1], m[2]);
+        var m = record.metrics[key] || ["", "", null, null];
+        fields.push(m[0], m[1], m[2], m[3]);
       });
       lines.push(fields.map(csvField).join(","));
     });
