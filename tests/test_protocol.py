@@ -135,3 +135,29 @@ def test_ndcg_curve_matches_the_measures(dataset):
         assert len(curve) == 100
         assert curve[9] == pytest.approx(body["metrics"]["nDCG@10"], abs=1e-6)
         assert curve[0] == pytest.approx(body["metrics"]["nDCG@1"], abs=1e-6)
+
+
+class NeverSearched:
+    def describe(self):
+        return {"name": "never"}
+
+    def search(self, *args):
+        raise AssertionError("searched despite ids TREC files cannot carry")
+
+
+def test_ids_with_whitespace_are_refused_before_any_search(dataset):
+    """TREC files separate fields by whitespace: such an id is refused up front, not after a long evaluation."""
+    import dataclasses
+
+    from gcl_eval.data.dataset import Documents
+
+    corpus_name = dataset.split_corpus["in_domain"]
+    table = dataset.corpora[corpus_name].table.copy()
+    victim = table.index[5]
+    table.index = pd.Index([f"{d} x" if d == victim else d for d in table.index], name="doc_id")
+    pairs = dataset.pairs["in_domain"].assign(
+        doc_id=lambda p: p["doc_id"].where(p["doc_id"] != victim, f"{victim} x"))
+    broken = dataclasses.replace(dataset, pairs={"in_domain": pairs},
+                                 corpora={**dataset.corpora, corpus_name: Documents(table, dataset.corpora[corpus_name].images)})
+    with pytest.raises(DataError, match="holds whitespace"):
+        evaluate_dataset(NeverSearched(), broken, EvalProtocol(top_k=10, queries_per_split=20, splits=("in_domain",)))

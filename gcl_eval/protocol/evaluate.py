@@ -128,11 +128,15 @@ def evaluate_dataset(retriever: Retriever, dataset: Dataset, protocol: EvalProto
     if not splits:
         raise DataError(f"dataset {dataset.name} has none of the splits {', '.join(protocol.splits)}")
     started = time.perf_counter()
-    split_results, frames, runs, split_seconds = {}, [], {}, {}
+    split_results, frames, runs, split_seconds, checked_corpora = {}, [], {}, {}, set()
     for split in splits:
         t0 = time.perf_counter()
         queries = split_queries(dataset, split, protocol)
         corpus = dataset.corpus_for(split)
+        _check_trec_ids(queries.qrels.query_ids, f"{split} query id")
+        if dataset.split_corpus[split] not in checked_corpora:
+            _check_trec_ids(corpus.ids, f"{dataset.split_corpus[split]} document id")
+            checked_corpora.add(dataset.split_corpus[split])
         indices, scores = rank_retrieved(*retriever.search(split, queries.texts, dataset.split_corpus[split], corpus,
                                                            protocol.top_k), corpus.ids)
         ranked = queries.qrels.grade(indices)
@@ -159,6 +163,14 @@ def evaluate_dataset(retriever: Retriever, dataset: Dataset, protocol: EvalProto
         environment=environment_info(device),
     )
     return Evaluation(result, runs)
+
+
+def _check_trec_ids(ids, what: str) -> None:
+    """Ids go into TREC files (whitespace-separated), so refuse one with whitespace before any search runs."""
+    bad = pd.Series(np.asarray(ids, dtype=object)).astype(str).str.contains(r"\s|^$", regex=True)
+    if bad.any():
+        raise DataError(f"{what} {str(np.asarray(ids, dtype=object)[bad.to_numpy()][0])!r} is empty or holds "
+                        "whitespace; TREC run files cannot carry it")
 
 
 def _split_run(qrels: Qrels, indices: np.ndarray, scores: np.ndarray, corpus_ids) -> SplitRun:
