@@ -217,6 +217,19 @@ def test_second_get_makes_no_request_and_list_shows_the_cache(gcl, server):
     assert row["cached"] == "with images" and row["path"] == str(folder)
 
 
+def test_a_registered_name_looked_up_refreshes_its_last_use(gcl, server):
+    import os
+
+    from gcl_eval.data.resolve import resolve_dataset
+
+    folder = Path(get(gcl, server).out.strip())
+    old = time.time() - 90 * 86400
+    os.utime(folder, (old, old))
+    seen = len(server.requests)
+    assert resolve_dataset(NAME) == folder and len(server.requests) == seen
+    assert folder.stat().st_mtime > old + 86400  # `gcl-eval cache prune` sees it as just used
+
+
 def test_text_only_then_images(gcl, server, tmp_path):
     out = tmp_path / "d"
     assert get(gcl, server, "--out", out, "--no-images").code == 0

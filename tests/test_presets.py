@@ -27,7 +27,7 @@ def test_models_lists_every_preset_with_what_it_needs(gcl):
     assert table.code == 0 and "vitl14-gcl" in table.output
 
 
-def test_paper_multi_field_presets_follow_the_spec():
+def test_paper_multi_field_presets_follow_the_paper():
     preset = load_preset("vitl14-gcl")
     assert preset.model == {"kind": "open_clip", "arch": "ViT-L-14", "pretrained": "laion2b_s32b_b82k"}
     assert preset.train["stw"] == "inverse" and preset.train["doc_fields"] == {"title": 0.5, "image": 0.5}
@@ -70,6 +70,13 @@ def test_a_user_preset_file_works_where_a_name_does(tmp_path):
     ("description = 'x'\nfamily = 'gcl'\ntrack = 'image'\n[model]\nkind = 'open_clip'\n", "arch"),
     ("description = 'x'\nfamily = 'gcl'\ntrack = 'image'\nbogus = 1\n[model]\nkind = 'open_clip'\narch = 'a'\n", "bogus"),
     ("not toml at all [", "TOML"),
+    ("description = 'x'\nfamily = 'gcl'\ntrack = 'text'\nmodel = 'bm25'\n", "model must be a table"),
+    ("description = 'x'\nfamily = 'gcl'\ntrack = 'text'\nneeds = 'gpu'\n[model]\nkind = 'bm25'\n", "needs must be a list"),
+    ("description = 'x'\nfamily = 'gcl'\ntrack = 'text'\neval = 3\n[model]\nkind = 'bm25'\n", "eval must be a table"),
+    ("description = 'x'\nfamily = 'gcl'\ntrack = 'text'\ntrain = 3\n[model]\nkind = 'open_clip'\narch = 'a'\n",
+     "train must be a table"),
+    ("description = 'x'\nfamily = 'gcl'\ntrack = 'text'\n[model]\nkind = 'bm25'\n[eval]\nbatch_size = 'big'\n",
+     "eval.batch_size 'big'"),
 ])
 def test_bad_presets_are_one_line_errors(tmp_path, body, needle):
     path = tmp_path / "bad.toml"

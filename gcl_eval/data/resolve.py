@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from gcl_eval.util.errors import DataError
+from gcl_eval.util.paths import mark_used
 
 
 def resolve_dataset(name_or_path: str | Path, *, images: bool = True, mirror: str | None = None,
@@ -35,7 +36,10 @@ def resolve_dataset(name_or_path: str | Path, *, images: bool = True, mirror: st
         raise DataError(f"{path}: no such dataset folder, nor a registered dataset "
                         f"(registered: {', '.join(names)}; see gcl-eval data list)")
     folder = cached_folder(text)
-    if not fetch or is_complete(folder, get_entry(text), images):
+    if not fetch:
+        return folder
+    if is_complete(folder, get_entry(text), images):
+        mark_used(folder)  # its last use, for `gcl-eval cache prune`
         return folder
     what = "with its images" if images else "text only"
     click.echo(f"dataset {text} is not in the cache: fetching it ({what}) into {folder}, "

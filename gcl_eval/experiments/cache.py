@@ -11,9 +11,8 @@ The cache (gcl_eval.util.paths.cache_dir) holds six kinds of entries:
 
 An entry's size is the sum of its files; its last use is the newest modification time among them
 (and of its folder). Reading an entry from the cache refreshes it (gcl_eval.util.paths.mark_used: one
-``utime`` per hit of a table, an embedding, a built-in dataset or a reused checkpoint), so the time is
-the last write or cached read, whichever came later; a dataset fetched by `data get` counts its last
-fetch only.
+``utime`` per hit of a table, an embedding, a dataset looked up by name or a reused checkpoint), so the
+time is the last write or cached read, whichever came later.
 
 Pruning never removes what another command is working on: each entry is removed under the same file
 lock (gcl_eval.util.atomic.file_lock) that the code building or looking it up takes, acquired without
@@ -149,11 +148,11 @@ def _tables(root: Path, folder: Path):
 
 def _datasets(root: Path, folder: Path):
     """Folders; a built-in world is locked under its own path, a fetched dataset also in locks/."""
-    from gcl_eval.data.get import _lock_path  # the lock `gcl-eval data get` takes for a dataset folder
+    from gcl_eval.data.get import dataset_lock_path
 
     for path in _visible(folder):
         if path.is_dir():
-            locks = [path] if path.name.startswith("synth-") else [path, _lock_path(path)]
+            locks = [path] if path.name.startswith("synth-") else [path, dataset_lock_path(path)]
             yield _entry("datasets", path.name, [path], locks)
 
 

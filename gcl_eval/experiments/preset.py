@@ -148,10 +148,13 @@ def _parse(name: str, data: dict, path: Path) -> Preset:
             raise GclError(f"{where}: missing {key!r}")
     _one_of(where, "family", data["family"], FAMILIES)
     _one_of(where, "track", data["track"], TRACKS)
-    needs = tuple(data.get("needs", ()))
+    needs = data.get("needs", [])
+    if not isinstance(needs, list):
+        raise GclError(f"{where}: needs must be a list, e.g. [\"gpu\"]")
+    needs = tuple(needs)
     for need in needs:
         _one_of(where, "needs", need, NEEDS)
-    model = dict(data["model"])
+    model = dict(_table(where, "model", data["model"]))
     _one_of(where, "model.kind", model.get("kind"), KINDS)
     extra = sorted(set(model) - MODEL_KEYS[model["kind"]])
     if extra:
@@ -160,9 +163,11 @@ def _parse(name: str, data: dict, path: Path) -> Preset:
     if required and not model.get(required):
         raise GclError(f"{where}: model.{required} is required for kind {model['kind']!r}")
     train = data.get("train")
+    if train is not None:
+        _table(where, "train", train)
     if train is not None and model["kind"] == "bm25":
         raise GclError(f"{where}: a bm25 preset does not train")
-    evaluation = dict(data.get("eval", {}))
+    evaluation = dict(_table(where, "eval", data.get("eval", {})))
     extra = sorted(set(evaluation) - EVAL_KEYS)
     if extra:
         raise GclError(f"{where}: unknown eval key(s) {', '.join(extra)}; expected {', '.join(sorted(EVAL_KEYS))}")
@@ -173,6 +178,9 @@ def _parse(name: str, data: dict, path: Path) -> Preset:
         raise GclError(f"{where}: a text model has no image tower; eval.doc_fields must not weight image")
     if data["track"] == "image" and doc_fields is not None and "title" in doc_fields.active():
         raise GclError(f"{where}: track 'image' evaluates image-only documents; eval.doc_fields weights title")
+    batch_size = evaluation.get("batch_size", 256)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise GclError(f"{where}: eval.batch_size {batch_size!r} is not a positive integer")
     precision = evaluation.get("precision", "fp32")
     _one_of(where, "eval.precision", precision, EVAL_PRECISIONS)
     dataset = _dataset(where, data.get("dataset"))
@@ -180,8 +188,14 @@ def _parse(name: str, data: dict, path: Path) -> Preset:
     return Preset(name=name, description=str(data["description"]), family=data["family"], track=data["track"],
                   model=model, train=dict(train) if train is not None else None, doc_fields=doc_fields,
                   cold_start_fields=_fields(where, "eval.cold_start_fields", evaluation.get("cold_start_fields")),
-                  eval_batch_size=int(evaluation.get("batch_size", 256)), eval_precision=precision, needs=needs,
+                  eval_batch_size=batch_size, eval_precision=precision, needs=needs,
                   dataset=dataset, reported=reported, path=path)
+
+
+def _table(where: str, key: str, value) -> dict:
+    if not isinstance(value, dict):
+        raise GclError(f"{where}: {key} must be a table, e.g. [{key}]")
+    return value
 
 
 def _dataset(where: str, value) -> str | None:

@@ -145,7 +145,10 @@ def _parse(name: str, data: dict, path: Path) -> Suite:
         if label in labels:
             raise GclError(f"{where}: two runs are labelled {label!r}")
         labels.add(label)
-        train, evaluation = dict(raw.get("train") or {}), dict(raw.get("eval") or {})
+        train, evaluation = raw.get("train") or {}, raw.get("eval") or {}
+        if not isinstance(train, dict) or not isinstance(evaluation, dict):
+            raise GclError(f"{where}: runs[{i}] train and eval must be tables, e.g. train = {{ max_steps = 150 }}")
+        train, evaluation = dict(train), dict(evaluation)
         preset = preset_with_overrides(raw["preset"], train=train, evaluation=evaluation,
                                        where=f"{where}, run {label}: ")
         runs.append(SuiteRun(label, preset, train, evaluation))
@@ -155,7 +158,7 @@ def _parse(name: str, data: dict, path: Path) -> Suite:
         if extra:
             raise GclError(f"{where}: comparisons[{i}] has unknown key(s) {', '.join(extra)}")
         for key in ("run", "baseline"):
-            if raw.get(key) not in labels:
+            if not isinstance(raw.get(key), str) or raw.get(key) not in labels:
                 raise GclError(f"{where}: comparisons[{i}].{key} {raw.get(key)!r} is not a run label of the suite")
         comparisons.append(Comparison(raw["run"], raw["baseline"], bool(raw.get("targets", False))))
     return Suite(name=name, description=str(data.get("description", "")), paper=str(data.get("paper", "")),

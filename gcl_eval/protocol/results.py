@@ -160,11 +160,15 @@ def _validate(doc: object, where: Path) -> None:
     protocol = doc["protocol"]
     if not isinstance(protocol, dict) or any(k not in protocol for k in PROTOCOL_KEYS):
         raise GclError(f"{where}: protocol needs {', '.join(PROTOCOL_KEYS)}")
+    if not isinstance(protocol["measures"], list) or not all(isinstance(m, str) for m in protocol["measures"]):
+        raise GclError(f"{where}: protocol measures must be a list of measure names")
     if not isinstance(doc["splits"], dict) or not doc["splits"]:
         raise GclError(f"{where}: splits must be a non-empty object")
     for split, body in doc["splits"].items():
         if not isinstance(body, dict) or not {"n_queries", "corpus_size", "metrics"} <= set(body):
             raise GclError(f"{where}: split {split!r} needs n_queries, corpus_size and metrics")
+        if not isinstance(body["metrics"], dict):
+            raise GclError(f"{where}: split {split!r}: metrics must be an object of measure: value")
         for measure in protocol["measures"]:
             value = body["metrics"].get(measure)
             if not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -176,6 +180,9 @@ def _validate_per_query(doc: dict, per_query: pd.DataFrame, where: Path) -> None
     missing = [c for c in needed if c not in per_query.columns]
     if missing:
         raise GclError(f"{where}: missing column(s) {', '.join(missing)}")
+    not_numbers = [m for m in doc["protocol"]["measures"] if not pd.api.types.is_numeric_dtype(per_query[m])]
+    if not_numbers:
+        raise GclError(f"{where}: column(s) {', '.join(not_numbers)} must hold numbers")
     for split, body in doc["splits"].items():
         rows = per_query[per_query["split"] == split]
         if len(rows) != body["n_queries"]:

@@ -96,6 +96,9 @@ class CompareOptions:
             raise GclError(f"alpha must be between 0 and 1 (got {self.alpha})")
         if self.incomparable not in INCOMPARABLE_POLICIES:
             raise ValueError(f"incomparable must be one of {', '.join(INCOMPARABLE_POLICIES)}")
+        whole = isinstance(self.n_resamples, (int, np.integer)) and not isinstance(self.n_resamples, bool)
+        if not whole or self.n_resamples < 1:
+            raise GclError(f"n_resamples must be a positive integer (got {self.n_resamples!r})")
 
 
 @dataclass(eq=False)

@@ -85,7 +85,11 @@ class ComparisonResult:
     targets: list[dict] = field(default_factory=list)  # empty unless the comparison checks targets
 
     def cell(self, split: str, measure: str) -> Cell:
-        return next(c for c in self.cells if c.split == split and c.measure == measure)
+        found = next((c for c in self.cells if c.split == split and c.measure == measure), None)
+        if found is None:
+            raise GclError(f"{self.run} vs {self.baseline} has no {measure} on {split} (the comparison's measures "
+                           f"must include it)")
+        return found
 
     @property
     def targets_met(self) -> bool | None:
