@@ -20,7 +20,7 @@ import numpy as np
 from gcl_eval.data.synth.world import BUILTIN_WORLDS
 from gcl_eval.experiments.preset import TRACKS
 from gcl_eval.protocol.results import RunResult, display_label, load_run
-from gcl_eval.report.engine import Side
+from gcl_eval.report.engine import COMPARED_PROTOCOL_KEYS, Side
 from gcl_eval.util.errors import GclError
 
 WORLD_TITLES = {"default": "built-in world: default", "second": "built-in world: second",
@@ -114,12 +114,13 @@ def collect_runs(results_dir: Path) -> list[Entry]:
 
 
 def group_models(entries: list[Entry]) -> list[Model]:
-    """The seeds of each suite label on each dataset as one model (seed order); other runs alone."""
+    """The seeds of each suite label on each dataset and protocol as one model (seed order); other runs alone."""
     groups: dict[tuple, list[Entry]] = {}
     for entry in entries:
         model = entry.run.model
         if model.get("suite") and model.get("label"):
-            key = ("suite", str(model["suite"]), str(model["label"]), entry.run.dataset.get("fingerprint"))
+            protocol = tuple(repr(entry.run.protocol.get(k)) for k in COMPARED_PROTOCOL_KEYS)
+            key = ("suite", str(model["suite"]), str(model["label"]), entry.run.dataset.get("fingerprint"), protocol)
         else:
             key = ("run", entry.rel)
         groups.setdefault(key, []).append(entry)

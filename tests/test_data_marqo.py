@@ -352,6 +352,8 @@ def _rewrite(path: Path, old: str, new: str) -> None:
          r"_gt_test\.json: query 'green rug, large': unknown product_id '9999' \(not in corpus_1\.json\)"),
         (lambda r: _rewrite(r / "query_1_product_id_0_gt_test.json", "98", "9.5"),
          r"_gt_test\.json: query 'green rug, large', product_id '0500': grade 9\.5, expected an integer"),
+        (lambda r: _rewrite(r / "query_1_product_id_0_gt_test.json", "98", "NaN"),
+         r"_gt_test\.json: query 'green rug, large', product_id '0500': grade nan, expected an integer"),
         (lambda r: _rewrite(_csv(r, "in_domain"), "Q001,red sofa,csv title ignored,,00124",
                             "Q001,red sofas,csv title ignored,,00124"),
          r"\.csv row 2: query_id 'Q001' has the query text 'red sofas' but an earlier row gives it 'red sofa'"),
@@ -360,7 +362,7 @@ def _rewrite(path: Path, old: str, new: str) -> None:
     ],
     ids=["missing-csv", "missing-corpus", "missing-column", "non-numeric-score", "nan-score", "empty-score",
          "duplicate-pair", "empty-id", "product-not-in-corpus", "product-of-other-corpus", "bad-json",
-         "json-not-object", "gt-unknown-product", "gt-non-integer", "two-texts-one-id", "not-utf8"],
+         "json-not-object", "gt-unknown-product", "gt-non-integer", "gt-nan", "two-texts-one-id", "not-utf8"],
 )
 def test_bad_input_names_file_row_and_expectation(tmp_path, mutate, pattern):
     root = make_marqo_folder(tmp_path / "ds")

@@ -400,3 +400,16 @@ def test_the_leaderboard_gives_the_suite_summarys_numbers_for_a_pair():
         theirs = summary.cell(column.split, column.measure)
         assert p_holm == theirs.p_holm and text.endswith("*") == theirs.significant
         assert rel == pytest.approx((theirs.ratio - 1) * 100, abs=1e-4)
+
+
+def test_seeds_scored_under_another_protocol_are_not_merged_into_one_model(results):
+    """A suite label's seeds group into one model only when their protocols agree (else two rows)."""
+    import dataclasses
+
+    entries = collect_runs(results)
+    seeded = [e for e in entries if e.run.model.get("label") == SEEDED_LABEL]
+    other = dataclasses.replace(seeded[-1], run=dataclasses.replace(
+        seeded[-1].run, protocol={**seeded[-1].run.protocol, "ties": "another rule"}))
+    models = group_models([e for e in entries if e is not seeded[-1]] + [other])
+    mine = [m for m in models if m.label == SEEDED_LABEL]
+    assert sorted(m.n_seeds for m in mine) == [1, len(seeded) - 1]

@@ -183,6 +183,10 @@ targets = true
     again = json.loads((out / "suite.json").read_text())
     assert again["summary"] == report["summary"] and [r["reused"] for r in again["runs"]] == [True] * 5
 
+    with_trec = gcl(*args, "--trec")  # folders written without TREC files are not reused when they are asked for
+    assert with_trec.code == 0 and with_trec.err.count("done, reused") == 0
+    assert len(list((out / "bm25").glob("run_*.trec"))) == 4
+
 
 def test_display_label_names_suite_runs_with_their_seed():
     from gcl_eval.protocol.results import display_label

@@ -46,8 +46,8 @@ def _parse_stw_params(values) -> tuple[tuple[str, object], ...]:
 @images_option
 @mirror_option
 @click.option("--out", "out", required=True, type=click.Path(), help="Checkpoint folder to write.")
-@click.option("--epochs", type=int, default=_DEFAULTS.epochs, show_default=True)
-@click.option("--batch-size", type=int, default=_DEFAULTS.batch_size, show_default=True,
+@click.option("--epochs", type=click.IntRange(min=1), default=_DEFAULTS.epochs, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=_DEFAULTS.batch_size, show_default=True,
               help="Global contrastive batch (all processes together).")
 @click.option("--max-steps", type=int, default=None,
               help="Stop after this many optimizer steps (a budget below --epochs; the schedule decays over it).")
@@ -74,7 +74,7 @@ def _parse_stw_params(values) -> tuple[tuple[str, object], ...]:
 @click.option("--grad-cache-chunk", type=int, help="Gradient cache: run the towers in chunks of this many rows.")
 @click.option("--device", default=_DEFAULTS.device, show_default=True,
               help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps.")
-@click.option("--workers", "num_workers", type=int,
+@click.option("--workers", "num_workers", type=click.IntRange(min=0),
               help="DataLoader worker processes (image decoding) [default: half the CPU cores, 1 to 8].")
 @click.option("--checkpoint-every", type=int, default=_DEFAULTS.checkpoint_every, show_default=True,
               help="Also checkpoint every N steps (0: at epoch ends only).")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -181,7 +182,8 @@ def read_ground_truth(path: Path, docs: Documents, corpus: str) -> dict[str, dic
         for pid, grade in grades.items():
             if pid not in known:
                 raise DataError(f"{path}: query {query!r}: unknown product_id {pid!r} (not in {corpus}.json)")
-            if isinstance(grade, bool) or not isinstance(grade, (int, float)) or grade != int(grade):
+            if (isinstance(grade, bool) or not isinstance(grade, (int, float)) or not math.isfinite(grade)
+                    or grade != int(grade)):
                 raise DataError(f"{path}: query {query!r}, product_id {pid!r}: grade {grade!r}, expected an integer")
             row[pid] = int(grade)
         key = plain_query_key(str(query))

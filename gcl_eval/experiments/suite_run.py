@@ -76,7 +76,8 @@ def plan_suite(request: SuiteRequest, *, fetch: bool = True) -> SuitePlan:
 def suite_status(request: SuiteRequest) -> list[PlannedRun]:
     """What the suite would run (a dry run): every run folder and whether it is already done."""
     plan = plan_suite(request, fetch=False)
-    return [PlannedRun(spec, plan.out / spec.folder, finished_run(plan.out / spec.folder, spec.key) is not None)
+    return [PlannedRun(spec, plan.out / spec.folder,
+                       finished_run(plan.out / spec.folder, spec.key, request.trec) is not None)
             for spec in plan.specs]
 
 
@@ -88,11 +89,12 @@ def protocol_key(protocol: EvalProtocol) -> dict:
                                      "ties")}
 
 
-def finished_run(folder: Path, key: str):
-    """The RunResult in ``folder`` when it is a valid run folder of this exact suite run, else None."""
+def finished_run(folder: Path, key: str, trec: bool = False):
+    """The RunResult in ``folder`` when it is a valid run folder of this exact suite run (holding TREC files
+    when ``trec`` asks for them), else None."""
     from gcl_eval.protocol.results import load_run
 
-    if not (folder / "result.json").is_file():
+    if not (folder / "result.json").is_file() or (trec and not any(folder.glob("run_*.trec"))):
         return None
     try:
         run = load_run(folder)
@@ -129,7 +131,7 @@ def _run_plan(plan: SuitePlan, request: SuiteRequest, log: Callable[[str], None]
     records, results = [], {}
     for i, spec in enumerate(plan.specs, 1):
         t0 = time.perf_counter()
-        result = finished_run(plan.out / spec.folder, spec.key) if main else None
+        result = finished_run(plan.out / spec.folder, spec.key, request.trec) if main else None
         reused = gather_objects(result is not None)[0]  # rank 0's folders decide for every rank
         where = f"world {spec.world}" if spec.data is None else spec.data
         if main:
