@@ -5,7 +5,7 @@ A built-in world with more queries per split than the sample: 3,000 queries, so 
 novel_corpus hold ~2,400 and the reference draws 2,000 of them, while novel_query and zero_shot (~600)
 are used whole. Twelve documents per query make the score column 89..100, where the reference's
 arithmetic grades two of the twelve positions one lower than exact arithmetic would (27 for 28, 54 for
-55). BM25 gives many tied scores. Per split, from the split's pairs as the reference reads
+55). BM25 gives many tied scores, and so does a dense run whose titles repeat. Per split, from the split's pairs as the reference reads
 them (a CSV) and the run folder's run_<split>.trec: the reference's grades, query sample and ground truth,
 its nDCG@10 (pytrec_eval, as BEIR calls it) and its ERR and RBP(p=0.9) loops over the retrieval dict
 must equal the run folder's qrels_<split>.trec, its queries and result.json's numbers.
@@ -14,7 +14,9 @@ must equal the run folder's qrels_<split>.trec, its queries and result.json's nu
 from __future__ import annotations
 
 import json
+import zlib
 
+import numpy as np
 import pytest
 
 from gcl_eval.data.synth import SynthConfig
@@ -22,6 +24,7 @@ from gcl_eval.data.synth.build import build_synthetic
 from gcl_eval.measures.trec import read_qrels
 from gcl_eval.protocol.evaluate import EvalProtocol, evaluate_dataset
 from gcl_eval.protocol.results import save_run
+from gcl_eval.retrieval.topk import search
 from reference_eval import (SEPARATOR, get_test_queries, ground_truth, individual_err, individual_rbp,
                             mean_over_queries, read_run_lines, read_split)
 
@@ -32,15 +35,40 @@ SAMPLE = 2000
 TOP_K = 1000
 
 
-@pytest.fixture(scope="module")
-def world_run(tmp_path_factory):
-    from baselines.bm25 import BM25Retriever
+class HashedDense:
+    """A dense retriever without a model: hashed bag-of-words embeddings searched by the exact top-k kernel.
+    Titles that repeat get identical embeddings, so the run has tied scores as a real dense run does."""
 
+    def describe(self):
+        return {"name": "hashed-dense"}
+
+    @staticmethod
+    def _embed(texts) -> np.ndarray:
+        matrix = np.zeros((len(texts), 256), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in str(text or "").lower().split():
+                matrix[row, zlib.crc32(word.encode()) % 256] += 1.0
+        return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-9)
+
+    def search(self, split, query_texts, corpus_name, documents, k):
+        return search(self._embed(query_texts), self._embed(documents.titles()), k)
+
+
+@pytest.fixture(scope="module")
+def world():
     _, dataset, _ = build_synthetic(SynthConfig(queries=3000, docs_per_query=12, seed=7, images=False),
                                     diagnostics=False)
-    evaluation = evaluate_dataset(BM25Retriever(), dataset, EvalProtocol(top_k=TOP_K, queries_per_split=SAMPLE))
-    folder = save_run(evaluation.result, tmp_path_factory.mktemp("world") / "bm25", evaluation.runs)
-    return dataset, folder, evaluation
+    return dataset
+
+
+@pytest.fixture(scope="module", params=["bm25", "dense"])
+def world_run(request, world, tmp_path_factory):
+    from baselines.bm25 import BM25Retriever
+
+    retriever = BM25Retriever() if request.param == "bm25" else HashedDense()
+    evaluation = evaluate_dataset(retriever, world, EvalProtocol(top_k=TOP_K, queries_per_split=SAMPLE))
+    folder = save_run(evaluation.result, tmp_path_factory.mktemp("world") / request.param, evaluation.runs)
+    return world, folder, evaluation
 
 
 @pytest.mark.parametrize("split", ["in_domain", "novel_query", "novel_corpus", "zero_shot"])
