@@ -172,6 +172,7 @@ targets = true
     report = json.loads((out / "suite.json").read_text())
     assert [r["reused"] for r in report["runs"]] == [False] * 5
     assert report["summary"]["gcl"]["seeds"] == 2 and len(report["comparisons"][0]["targets"]) == 7
+    assert report["data"] == str(data) and report["world"] is None  # --data replaced the built-in world
     model = json.loads((out / "gcl/seed-1/result.json").read_text())["model"]
     assert model["label"] == "gcl" and model["seed"] == 1 and model["train"]["config"]["seed"] == 1
     assert model["train"]["config"]["max_steps"] == 3

@@ -147,7 +147,7 @@ def _run_plan(plan: SuitePlan, request: SuiteRequest, log: Callable[[str], None]
                         "timings": {k: v for k, v in result.timings.items() if k.endswith("_s")}})
     if not main:
         return None
-    return write_report(plan.definition, results, records, plan.out, seeds=request.seeds,
+    return write_report(plan.definition, results, records, plan.out, seeds=request.seeds, data=request.data,
                         wall_s=round(time.perf_counter() - started, 1))
 
 
@@ -169,7 +169,7 @@ def _run_spec(spec: RunSpec, plan: SuitePlan, request: SuiteRequest):
 
 
 def write_report(definition: Suite, results: dict, records: list[dict], out: Path, *, seeds: int,
-                 wall_s: float) -> SuiteResult:
+                 wall_s: float, data: str | Path | None = None) -> SuiteResult:
     """Write summary.md and suite.json into ``out``."""
     from gcl_eval.report.suite_summary import compare, summary
     from gcl_eval.util.atomic import atomic_write_text
@@ -179,23 +179,25 @@ def write_report(definition: Suite, results: dict, records: list[dict], out: Pat
                    for c in definition.comparisons]
     runs_s = sum(float(r["timings"].get("total_s", 0.0)) for r in records)
     report = {"suite": definition.name, "description": definition.description, "paper": definition.paper,
-              "world": definition.world, "seeds": seeds, "definition": str(definition.path.name),
+              "world": definition.world if data is None else None, "data": str(data) if data else None,
+              "seeds": seeds, "definition": str(definition.path.name),
               "runs": records, "summary": table, "comparisons": [c.to_json() for c in comparisons],
               "wall_s": wall_s, "runs_total_s": round(runs_s, 1)}
-    markdown = summary_text(definition, table, comparisons, records, seeds=seeds, wall_s=wall_s)
+    markdown = summary_text(definition, table, comparisons, records, seeds=seeds, wall_s=wall_s, data=data)
     atomic_write_text(out / "summary.md", markdown)
     atomic_write_text(out / "suite.json", json.dumps(report, indent=2) + "\n")
     return SuiteResult(out, report, markdown)
 
 
 def summary_text(definition: Suite, table: dict, comparisons: list, records: list[dict], *, seeds: int,
-                 wall_s: float) -> str:
+                 wall_s: float, data: str | Path | None = None) -> str:
     """summary.md: the runs (compact and every measure), the comparisons, the time taken."""
     from gcl_eval.report.suite_summary import compact_markdown, comparison_markdown, summary_markdown
 
     lines = [f"# Suite {definition.name}", "", definition.description, ""]
     if definition.paper:
-        lines += [f"Reproduces: {definition.paper}. World: {definition.world}. Seeds: {seeds}.", ""]
+        world = f"the dataset {data}" if data else definition.world
+        lines += [f"Reproduces: {definition.paper}. World: {world}. Seeds: {seeds}.", ""]
     lines += ["## Runs: nDCG@10 / ERR (mean ± std over seeds)", "", compact_markdown(table), "",
               "## Runs: every reported measure", "", summary_markdown(table), ""]
     if comparisons:
