@@ -74,3 +74,17 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def make_synth(tmp_path_factory, gcl):
+    """`make_synth(name, *options)`: a new synthetic dataset folder written by `gcl-eval data synth --out ...
+    --no-diagnostics OPTIONS` (each call its own folder, so a test may change what it gets)."""
+
+    def make(name: str, *options):
+        out = tmp_path_factory.mktemp(name) / "synth"
+        result = gcl("data", "synth", "--out", out, "--no-diagnostics", *options)
+        assert result.code == 0, result.err
+        return out
+
+    return make

@@ -15,12 +15,8 @@ BASE = ["eval", "--arch", "tiny-clip", "--queries", "30", "--top-k", "50", "--wo
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory, gcl):
-    out = tmp_path_factory.mktemp("eval") / "synth"
-    result = gcl("data", "synth", "--out", out, "--queries", "120", "--docs-per-query", "20", "--image-size", "32",
-                 "--seed", "2", "--no-diagnostics")
-    assert result.code == 0, result.err
-    return out
+def data(make_synth):
+    return make_synth("eval", "--queries", "120", "--docs-per-query", "20", "--image-size", "32", "--seed", "2")
 
 
 def _eval(gcl, data, out, *extra):

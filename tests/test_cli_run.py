@@ -10,12 +10,8 @@ FAST = (("epochs", 1), ("batch_size", 32), ("num_workers", 0), ("warmup", 2))
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory, gcl):
-    out = tmp_path_factory.mktemp("run") / "synth"
-    result = gcl("data", "synth", "--out", out, "--queries", "80", "--docs-per-query", "20", "--image-size", "32",
-                 "--seed", "4", "--no-diagnostics")
-    assert result.code == 0, result.err
-    return out
+def data(make_synth):
+    return make_synth("run", "--queries", "80", "--docs-per-query", "20", "--image-size", "32", "--seed", "4")
 
 
 def _run(model, data, tmp_path, **kw):

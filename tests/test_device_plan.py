@@ -23,12 +23,8 @@ def dataset():
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory, gcl):
-    out = tmp_path_factory.mktemp("plan") / "synth"
-    result = gcl("data", "synth", "--out", out, "--queries", "40", "--docs-per-query", "10", "--image-size", "16",
-                 "--seed", "3", "--no-diagnostics")
-    assert result.code == 0, result.err
-    return out
+def folder(make_synth):
+    return make_synth("plan", "--queries", "40", "--docs-per-query", "10", "--image-size", "16", "--seed", "3")
 
 
 def _gpu_copy(tmp_path, name: str, *, drop_train: bool = False) -> str:

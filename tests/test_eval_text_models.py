@@ -24,12 +24,8 @@ TEXTS = ["blue cotton shirt", "a large ceramic coffee mug with a floral print, r
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory, gcl):
-    out = tmp_path_factory.mktemp("text-eval") / "synth"
-    result = gcl("data", "synth", "--out", out, "--queries", "40", "--docs-per-query", "10", "--image-size", "32",
-                 "--seed", "5", "--no-diagnostics")
-    assert result.code == 0, result.err
-    return out
+def data(make_synth):
+    return make_synth("text-eval", "--queries", "40", "--docs-per-query", "10", "--image-size", "32", "--seed", "5")
 
 
 @pytest.fixture(scope="module")

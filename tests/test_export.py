@@ -20,12 +20,8 @@ EVAL = ["eval", "--queries", "15", "--top-k", "30", "--workers", "0", "--json"]
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory, gcl):
-    out = tmp_path_factory.mktemp("export") / "synth"
-    result = gcl("data", "synth", "--out", out, "--queries", "40", "--docs-per-query", "10", "--image-size", "32",
-                 "--seed", "6", "--no-diagnostics")
-    assert result.code == 0, result.err
-    return out
+def data(make_synth):
+    return make_synth("export", "--queries", "40", "--docs-per-query", "10", "--image-size", "32", "--seed", "6")
 
 
 def _train(gcl, data, out, *model):

@@ -19,12 +19,8 @@ PROTOCOL = ["--queries", "20", "--top-k", "50"]
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory, gcl):
-    out = tmp_path_factory.mktemp("ext") / "synth"
-    result = gcl("data", "synth", "--out", out, "--queries", "120", "--docs-per-query", "20", "--seed", "2",
-                 "--no-images", "--no-diagnostics")
-    assert result.code == 0, result.err
-    return out
+def data(make_synth):
+    return make_synth("ext", "--queries", "120", "--docs-per-query", "20", "--seed", "2", "--no-images")
 
 
 @pytest.fixture(scope="module")

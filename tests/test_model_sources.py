@@ -53,12 +53,8 @@ def weights(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory, gcl):
-    out = tmp_path_factory.mktemp("sources") / "synth"
-    result = gcl("data", "synth", "--out", out, "--queries", "40", "--docs-per-query", "10", "--image-size", "16",
-                 "--seed", "3", "--no-diagnostics")
-    assert result.code == 0, result.err
-    return out
+def data(make_synth):
+    return make_synth("sources", "--queries", "40", "--docs-per-query", "10", "--image-size", "16", "--seed", "3")
 
 
 @pytest.fixture

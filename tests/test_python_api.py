@@ -25,12 +25,8 @@ def doc_example() -> str:
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory, gcl):
-    out = tmp_path_factory.mktemp("api") / "synth"
-    result = gcl("data", "synth", "--out", out, "--queries", "120", "--docs-per-query", "20", "--seed", "2",
-                 "--image-size", "32", "--no-diagnostics")
-    assert result.code == 0, result.err
-    return out
+def data(make_synth):
+    return make_synth("api", "--queries", "120", "--docs-per-query", "20", "--seed", "2", "--image-size", "32")
 
 
 def test_the_docs_example_runs_and_writes_a_run_folder(data, tmp_path, monkeypatch, capsys):

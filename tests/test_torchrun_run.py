@@ -71,12 +71,8 @@ def _temporaries(folder: Path) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory, gcl):
-    out = tmp_path_factory.mktemp("torchrun-run") / "synth"
-    result = gcl("data", "synth", "--out", out, "--queries", "60", "--docs-per-query", "20", "--image-size", "32",
-                 "--seed", "2", "--no-diagnostics")
-    assert result.code == 0, result.err
-    return out
+def data(make_synth):
+    return make_synth("torchrun-run", "--queries", "60", "--docs-per-query", "20", "--image-size", "32", "--seed", "2")
 
 
 # ------------------------------------------------------------------------------ rank 0 first, agreeing ranks
