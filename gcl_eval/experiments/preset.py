@@ -122,19 +122,25 @@ def preset_with_overrides(name_or_path: str | Path, *, train: dict | None = None
 
 
 def _read(name_or_path: str | Path) -> tuple[Path, dict]:
+    return read_named_toml("preset", name_or_path, PRESET_DIR, preset_names)
+
+
+def read_named_toml(kind: str, name_or_path: str | Path, packaged: Path, names) -> tuple[Path, dict]:
+    """A packaged `kind` file (``packaged/NAME.toml``) by name, or a TOML file by path, parsed; a missing or
+    unreadable one is a one-line GclError (`names()` lists the packaged ones)."""
     text = str(name_or_path)
     path = Path(text).expanduser()
     if path.suffix == ".toml" or path.is_file() or "/" in text:
         if not path.is_file():
-            raise GclError(f"preset file {path} does not exist")
+            raise GclError(f"{kind} file {path} does not exist")
     else:
-        path = PRESET_DIR / f"{text}.toml"
+        path = packaged / f"{text}.toml"
         if not path.is_file():
-            raise GclError(f"unknown preset {text!r}; known: {', '.join(preset_names())} (or a path to a .toml file)")
+            raise GclError(f"unknown {kind} {text!r}; known: {', '.join(names())} (or a path to a .toml file)")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise GclError(f"preset {path}: not valid TOML ({err})") from None
+        raise GclError(f"{kind} {path}: not valid TOML ({err})") from None
     return path, data
 
 

@@ -29,12 +29,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from gcl_eval.util.errors import GclError
-from gcl_eval.experiments.preset import Preset, preset_with_overrides
+from gcl_eval.experiments.preset import Preset, preset_with_overrides, read_named_toml
 
 SUITE_DIR = Path(__file__).parent / "suites"
 TOP_KEYS = {"description", "paper", "world", "runs", "comparisons"}
@@ -100,19 +99,7 @@ def packaged_suites() -> list[Suite]:
 
 def load_suite(name_or_path: str | Path) -> Suite:
     """A packaged suite by name, or a TOML file by path; a bad one is a one-line GclError."""
-    text = str(name_or_path)
-    path = Path(text).expanduser()
-    if path.suffix == ".toml" or "/" in text:
-        if not path.is_file():
-            raise GclError(f"suite file {path} does not exist")
-    else:
-        path = SUITE_DIR / f"{text}.toml"
-        if not path.is_file():
-            raise GclError(f"unknown suite {text!r}; known: {', '.join(suite_names())} (or a path to a .toml file)")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise GclError(f"suite {path}: not valid TOML ({err})") from None
+    path, data = read_named_toml("suite", name_or_path, SUITE_DIR, suite_names)
     return _parse(path.stem, data, path)
 
 
