@@ -24,10 +24,10 @@ from gcl_eval.report.engine import COMPARED_PROTOCOL_KEYS, Side
 from gcl_eval.util.errors import GclError
 
 WORLD_TITLES = {"default": "built-in world: default", "second": "built-in world: second",
-                "control": "built-in world: control (quality hidden)"}
+                "heldout": "built-in world: held out (seed 7)", "control": "built-in world: control (quality hidden)"}
 REGISTRY_TITLES = {"marqo-gs-10m": "Marqo-GS-10M", "marqo-gs-fashion-5m": "Marqo-GS-10M: fashion (5M)",
                    "marqo-gs-wfash-1m": "Marqo-GS-10M: women's fashion (1M)"}
-WORLD_ORDER = ("default", "second", "control")  # the main world, then another draw, then the control
+WORLD_ORDER = ("default", "second", "heldout", "control")  # the main world, other draws, then the control
 _BUILTIN_NAME = re.compile(r"synth-(?P<world>[A-Za-z0-9_]+)-[0-9a-f]{12}")
 
 

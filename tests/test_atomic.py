@@ -404,7 +404,8 @@ def test_checkpoint_is_trained_once_by_two_runs_at_once(monkeypatch, tmp_path):
         (folder / trainers.checkpoint.DONE_FILE).write_text("{}")
 
     def patch(builder):
-        monkeypatch.setattr(trainers.loop, "train", lambda config, dataset, folder, resume: builder(folder, finish))
+        monkeypatch.setattr(trainers.loop, "train",
+                            lambda config, dataset, folder, resume, evaluate=None: builder(folder, finish))
         monkeypatch.setattr(trainers.checkpoint, "load_trained", lambda folder, device: f"model in {folder.name}")
 
     dataset = SimpleNamespace(fingerprint=lambda: "same data")

@@ -14,8 +14,8 @@ def data(make_synth):
     return make_synth("run", "--queries", "80", "--docs-per-query", "20", "--image-size", "32", "--seed", "4")
 
 
-def _run(model, data, tmp_path, **kw):
-    options = RunOptions(model=model, data=data, out=tmp_path / model, train_overrides=FAST, workers=0,
+def _run(model, data, tmp_path, train_overrides=FAST, **kw):
+    options = RunOptions(model=model, data=data, out=tmp_path / model, train_overrides=train_overrides, workers=0,
                          checkpoints=tmp_path / "ckpt", protocol=EvalProtocol(top_k=100, queries_per_split=40), **kw)
     evaluation, folder = run_preset(options)
     return evaluation.result, folder
@@ -79,3 +79,15 @@ def test_run_command_prints_the_table(gcl, data, tmp_path):
     assert "in_domain" in result.output and "nDCG@10" in result.output
     as_json = gcl(args + ["--json"])
     assert as_json.code == 0 and as_json.json()["model"]["family"] == "bm25"
+
+
+def test_eval_every_records_the_learning_curve_in_the_run(data, tmp_path):
+    watched = FAST + (("max_steps", 4), ("eval_every", 2))
+    result, folder = _run("tiny-gcl", data, tmp_path, train_overrides=watched)
+    curve = load_run(folder).model["train"]["learning_curve"]
+    assert [point["step"] for point in curve] == [2, 4]
+    assert all(set(point["splits"]) == {"in_domain", "novel_corpus"} for point in curve)
+    assert all(0 <= point["splits"]["novel_corpus"]["ERR"] <= 1 for point in curve)
+    unwatched, _ = _run("tiny-gcl", data, tmp_path / "plain", train_overrides=FAST + (("max_steps", 4),))
+    assert "learning_curve" not in unwatched.model["train"]
+    assert unwatched.model["checkpoint_sha256"] == result.model["checkpoint_sha256"]  # watching changes no weight

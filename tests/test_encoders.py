@@ -168,13 +168,18 @@ def test_bad_arguments(loaded, docs):
         OpenClipEncoder(loaded).encode_documents(docs, FieldWeights.of(query=1.0))
 
 
-def test_low_precision_is_cuda_only_and_recorded_in_the_fingerprint(loaded):
+def test_fp16_is_cuda_only_and_precision_is_recorded_in_the_fingerprint(loaded):
     with pytest.warns(UserWarning, match="CUDA only"):
-        encoder = OpenClipEncoder(loaded, precision="bf16")
+        encoder = OpenClipEncoder(loaded, precision="fp16")
     assert encoder.precision == "fp32"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert OpenClipEncoder(loaded).fingerprint() == encoder.fingerprint()
+        bf16 = OpenClipEncoder(loaded, precision="bf16")
+    assert bf16.precision == "bf16" and bf16.fingerprint() != encoder.fingerprint()
+    texts = ["red leather bag", "navy sneakers"]
+    cosine = (bf16.encode_texts(texts) * encoder.encode_texts(texts)).sum(axis=1)
+    assert cosine.min() > 0.99
 
 
 def test_fingerprint_names_weights_preprocessing_and_context(loaded):

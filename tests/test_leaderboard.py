@@ -360,8 +360,8 @@ REPO = Path(__file__).resolve().parents[1]
 COMMITTED_RESULTS, COMMITTED_SITE = REPO / "leaderboard" / "results", REPO / "leaderboard" / "site"
 # leaderboard/site is exactly what this command makes (docs/leaderboard.md):
 #   gcl-eval leaderboard build leaderboard/results --out leaderboard/site \
-#       --baseline tiny-clip --baseline tiny-clip-multi --baseline bm25
-COMMITTED_BASELINES = ["tiny-clip", "tiny-clip-multi", "bm25"]
+#       --baseline mini-clip --baseline tiny-clip --baseline stw-constant --baseline bm25
+COMMITTED_BASELINES = ["mini-clip", "tiny-clip", "stw-constant", "bm25"]
 
 
 def test_the_committed_site_is_what_the_build_makes_from_the_committed_results(tmp_path):
@@ -378,9 +378,10 @@ def test_the_committed_site_names_worlds_and_aggregates_seeds():
     manifest = json.loads((COMMITTED_SITE / "site.json").read_text())
     assert [(t["dataset"], t["track"]) for t in manifest["tables"]] == [
         ("built-in world: default", "text"), ("built-in world: default", "image"),
-        ("built-in world: default", "multi"), ("built-in world: second", "image"),
-        ("built-in world: control (quality hidden)", "image")]
-    assert len(manifest["models"]) == 28 and sum(len(m["runs"]) for m in manifest["models"].values()) == 80
+        ("built-in world: default", "multi"), ("built-in world: second", "text"), ("built-in world: second", "image"),
+        ("built-in world: second", "multi"), ("built-in world: held out (seed 7)", "text"),
+        ("built-in world: held out (seed 7)", "multi"), ("built-in world: control (quality hidden)", "image")]
+    assert len(manifest["models"]) == 40 and sum(len(m["runs"]) for m in manifest["models"].values()) == 104
     assert all(t["baseline"] for t in manifest["tables"])
 
 

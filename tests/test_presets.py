@@ -12,7 +12,7 @@ from gcl_eval.experiments.preset import load_preset, preset_names
 PAPER = ["vitb32-gcl", "vitl14-gcl", "vitb32-gcl-image", "vitl14-gcl-image", "vitb16-gcl-sigmoid", "e5l-gcl",
          "robb-gcl", "vitb32-clip", "vitl14-clip", "vitb16-siglip", "e5l", "vitb32-zs", "vitl14-zs", "e5l-zs", "bm25"]
 CPU = ["tiny-gcl", "tiny-gcl-multi", "tiny-clip", "tiny-clip-multi", "tiny-siglip", "minilm-zs", "minilm-ce",
-       "minilm-gcl", "bm25"]
+       "minilm-gcl", "bm25", "mini-zs", "mini-clip", "mini-gcl", "mini-clip-orig"]
 
 
 def test_models_lists_every_preset_with_what_it_needs(gcl):
@@ -37,7 +37,8 @@ def test_paper_multi_field_presets_follow_the_paper():
 
 
 @pytest.mark.parametrize("gcl_preset, baseline", [("tiny-gcl", "tiny-clip"), ("tiny-gcl-multi", "tiny-clip-multi"),
-                                           ("minilm-gcl", "minilm-ce"), ("vitb32-gcl", "vitb32-clip"),
+                                           ("minilm-gcl", "minilm-ce"), ("mini-gcl", "mini-clip"),
+                                           ("vitb32-gcl", "vitb32-clip"),
                                            ("vitl14-gcl", "vitl14-clip"), ("e5l-gcl", "e5l")])
 def test_each_gcl_preset_and_its_twin_differ_only_in_the_weighting(gcl_preset, baseline):
     a, b = load_preset(gcl_preset), load_preset(baseline)

@@ -15,8 +15,8 @@ from gcl_eval.report.suite_summary import check_gcl_targets, compare, summary, s
 from gcl_eval.experiments.suite import expand, load_suite, suite_names
 from run_helpers import fake_run
 
-PACKAGED = ["paper-batch-mini", "paper-control-mini", "paper-fields-mini", "paper-stw-mini", "paper-table1-mini",
-            "paper-world2-mini"]
+PACKAGED = ["paper-batch-mini", "paper-control-mini", "paper-curves-mini", "paper-fields-mini", "paper-heldout-mini",
+            "paper-stw-mini", "paper-table1-mini", "paper-world2-mini"]
 PROTOCOL = {"top_k": 1000, "queries_per_split": 2000, "seed": 0}
 
 
@@ -26,14 +26,16 @@ def test_packaged_suites_load_and_list(gcl):
         suite = load_suite(name)
         assert suite.runs and all(c.run in {r.label for r in suite.runs} for c in suite.comparisons)
     table1 = load_suite("paper-table1-mini")
-    assert [r.label for r in table1.runs] == ["bm25", "minilm-zs", "minilm-ce", "minilm-gcl", "tiny-clip", "tiny-gcl",
-                                              "tiny-clip-multi", "tiny-gcl-multi"]
-    assert {(c.run, c.baseline) for c in table1.comparisons if c.targets} == {
-        ("tiny-gcl", "tiny-clip"), ("tiny-gcl-multi", "tiny-clip-multi")}
+    assert [r.label for r in table1.runs] == ["bm25", "minilm-zs", "minilm-ce", "minilm-gcl", "mini-zs",
+                                              "mini-clip-orig", "mini-clip", "mini-gcl"]
+    assert {(c.run, c.baseline) for c in table1.comparisons if c.targets == "gcl"} == {("mini-gcl", "mini-clip")}
     # GCL and its baseline get the same budget: only the weighting differs
-    ce, gcl_run = table1.run("minilm-ce").preset, table1.run("minilm-gcl").preset
-    assert {k: v for k, v in ce.train.items() if k != "stw"} == {k: v for k, v in gcl_run.train.items() if k != "stw"}
-    assert ce.train["max_steps"] == 100 and ce.eval_precision == "bf16"
+    for baseline, run in (("minilm-ce", "minilm-gcl"), ("mini-clip", "mini-gcl")):
+        ce, gcl_run = table1.run(baseline).preset, table1.run(run).preset
+        assert ({k: v for k, v in ce.train.items() if k != "stw"}
+                == {k: v for k, v in gcl_run.train.items() if k != "stw"})
+    assert table1.run("minilm-ce").preset.train["max_steps"] == 100
+    assert table1.run("minilm-ce").preset.eval_precision == "bf16"
     fields = load_suite("paper-fields-mini")
     assert fields.run("image-1.0").preset.cold_start_fields is None
     assert fields.run("image-0.5-cold-0.0").preset.cold_start_fields.as_dict() == {"title": 1.0}
@@ -45,9 +47,9 @@ def test_packaged_suites_load_and_list(gcl):
 
 def test_expand_repeats_trained_runs_per_seed_only():
     specs = expand(load_suite("paper-table1-mini"), 3, PROTOCOL)
-    assert len(specs) == 2 + 6 * 3
+    assert len(specs) == 3 + 5 * 3
     assert [s.folder for s in specs[:3]] == ["bm25", "minilm-zs", "minilm-ce/seed-0"]
-    assert [s.seed for s in specs if s.label == "tiny-gcl"] == [0, 1, 2]
+    assert [s.seed for s in specs if s.label == "mini-gcl"] == [0, 1, 2]
     assert len({s.key for s in specs}) == len(specs)
     again = expand(load_suite("paper-table1-mini"), 3, PROTOCOL)
     assert [s.key for s in again] == [s.key for s in specs]  # stable: what lets a rerun reuse folders
@@ -116,6 +118,21 @@ def test_targets_need_the_ratio_and_significance():
             for k in range(3)]
     met = {t["target"]: t["met"] for t in check_gcl_targets(compare("gcl", weak, "clip", base))}
     assert not met["in_domain ERR >= 2x"] and met["novel_corpus ERR >= 1.3x"] and met["zero_shot nDCG@10 higher"]
+    above = compare("gcl", weak, "clip", base, check_targets="above").targets
+    assert [t["target"] for t in above] == [f"{s} nDCG@10 higher" for s in splits] and all(t["met"] for t in above)
+    below = compare("clip", base, "gcl", weak, check_targets="above")
+    assert below.targets_met is False and not any(t["met"] for t in below.targets)
+
+
+def test_a_comparison_names_its_targets_kind(tmp_path):
+    body = "world = 'default'\n[[runs]]\nlabel = 'a'\npreset = 'bm25'\n[[runs]]\nlabel = 'b'\npreset = 'bm25'\n"
+    for value, kind in (("true", "gcl"), ("false", ""), ("'above'", "above"), ("'gcl'", "gcl")):
+        path = tmp_path / "s.toml"
+        path.write_text(body + f"[[comparisons]]\nrun = 'a'\nbaseline = 'b'\ntargets = {value}\n")
+        assert load_suite(path).comparisons[0].targets == kind
+    path.write_text(body + "[[comparisons]]\nrun = 'a'\nbaseline = 'b'\ntargets = 'most'\n")
+    with pytest.raises(GclError, match="targets 'most' is not true, false"):
+        load_suite(path)
 
 
 def test_summary_is_mean_and_sample_std_over_seeds():

@@ -270,14 +270,18 @@ def test_eval_every_without_an_evaluation_is_refused(data, tmp_path):
         train(_config(eval_every=2), data, tmp_path / "r")
 
 
-def test_watch_options_do_not_change_the_recipe_or_the_cache_key():
+def test_watch_options_do_not_change_the_recipe_and_only_a_learning_curve_changes_the_cache_key():
     preset = load_preset("tiny-gcl")
     plain = preset.train_config({"device": "cpu"})
     watched = preset.train_config({"device": "cpu", "log_every": 1, "eval_every": 5, "keep_best": "ERR",
                                    "save_every_epoch": True, "report_to": ("tensorboard",), "progress_every": 0})
     assert watched.recipe() == plain.recipe() and set(watched.recipe()) == set(plain.recipe())
-    assert checkpoint_dir(preset, watched, "fp") == checkpoint_dir(preset, plain, "fp")
     assert TrainConfig.from_dict(watched.to_dict()) == watched
+    logged = preset.train_config({"device": "cpu", "log_every": 1, "save_every_epoch": True,
+                                  "report_to": ("tensorboard",), "progress_every": 0})
+    assert checkpoint_dir(preset, logged, "fp") == checkpoint_dir(preset, plain, "fp")
+    # a learning curve lives in the checkpoint folder: a run that records one gets a folder of its own
+    assert checkpoint_dir(preset, watched, "fp") != checkpoint_dir(preset, plain, "fp")
 
 
 def test_gcl_eval_run_passes_the_log_through_to_its_checkpoint_folder(data, tmp_path, gcl):

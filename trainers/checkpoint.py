@@ -9,8 +9,9 @@ A run's folder (``--out``) holds:
   open_clip checkpoint: evaluate ``model.pt`` of a finished run. Written atomically (temp file,
   fsync, os.replace), so a kill leaves the previous checkpoint or the new one, never half of one.
 - at the end, in this order: ``model.pt`` (the plain model state dict: for open_clip architectures
-  ``open_clip.create_model_and_transforms(arch, pretrained="DIR/model.pt")`` loads it), ``train.json``
-  (config, result, timings, versions) and ``DONE``. ``DONE`` is written last: a folder without it was
+  ``open_clip.create_model_and_transforms(arch, pretrained="DIR/model.pt")`` loads it), with a learned
+  field fusion ``fusion.pt`` (gcl_eval.retrieval.fusion), ``train.json`` (config, result, timings,
+  versions) and ``DONE``. ``DONE`` is written last: a folder without it was
   killed or is still training; :func:`is_finished` and :func:`load_trained` go by it.
 
 Checkpoints load with ``torch.load(weights_only=True)``: nothing in them is arbitrary pickled code.
@@ -123,8 +124,10 @@ def check_same_run(config, recipe: dict, data_fingerprint: str | None, fingerpri
 # ------------------------------------------------------------------------------------------ export
 
 
-def export_final(out_dir, model_state: dict, train_info: dict) -> dict:
-    """Write model.pt, then train.json, then DONE; returns the DONE record (model file and sha256)."""
+def export_final(out_dir, model_state: dict, train_info: dict, fusion=None) -> dict:
+    """Write model.pt (and fusion.pt for a learned field fusion), then train.json, then DONE; returns the
+    DONE record (model file and sha256)."""
+    from gcl_eval.retrieval.fusion import FUSION_FILE
     from gcl_eval.retrieval.models import file_sha256
 
     out_dir = Path(out_dir)
@@ -132,6 +135,9 @@ def export_final(out_dir, model_state: dict, train_info: dict) -> dict:
     atomic_torch_save(model_state, model_path)
     digest = file_sha256(model_path)
     info = {**train_info, "model_file": MODEL_FILE, "model_sha256": digest}
+    if fusion is not None:
+        fusion.save(out_dir / FUSION_FILE)
+        info.update(fusion_file=FUSION_FILE, fusion_sha256=file_sha256(out_dir / FUSION_FILE))
     atomic_write_text(out_dir / TRAIN_JSON, json.dumps(info, indent=2, sort_keys=True) + "\n")
     done = {"model_file": MODEL_FILE, "model_sha256": digest, "train_json": TRAIN_JSON}
     atomic_write_text(out_dir / DONE_FILE, json.dumps(done, sort_keys=True) + "\n")
@@ -159,13 +165,15 @@ def read_train_info(out_dir) -> dict:
 @dataclass
 class TrainedModel:
     """A finished run's model, ready to encode: ``model`` is a gcl_eval.retrieval.models.LoadedModel (open_clip)
-    or a trainers.text_model.TextEncoder (text), in eval mode; ``info`` is its train.json."""
+    or a trainers.text_model.TextEncoder (text), in eval mode; ``info`` is its train.json; ``fusion`` its
+    learned field fusion (gcl_eval.retrieval.fusion.FieldFusion), None when its fields were fused by weights."""
 
     kind: str  # "open_clip" or "text"
     model: Any
     info: dict
     path: Path  # the model.pt file
     sha256: str
+    fusion: Any = None
 
 
 def load_trained(out_dir, device="cpu") -> TrainedModel:
@@ -179,7 +187,12 @@ def load_trained(out_dir, device="cpu") -> TrainedModel:
 
         loaded = load_open_clip(config["arch"], str(path), device=str(device))
         loaded.model.eval()
-        return TrainedModel("open_clip", loaded, info, path, loaded.weights_sha256)
+        fusion = None
+        if config.get("fusion", "fixed") == "learned":
+            from gcl_eval.retrieval.fusion import FUSION_FILE, FieldFusion
+
+            fusion = FieldFusion.load(out_dir / info.get("fusion_file", FUSION_FILE), device=device)
+        return TrainedModel("open_clip", loaded, info, path, loaded.weights_sha256, fusion)
     from trainers.text_model import load_text_model
 
     encoder = load_text_model(config["text_model"], checkpoint=path, prefixes=config["text_prefixes"],

@@ -21,6 +21,7 @@ from trainers.weights import STW_NAMES
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 TEXT_PREFIXES = ("e5", "none")
+FUSIONS = ("fixed", "learned")  # how a document's fields combine: weighted mean, or gcl_eval.retrieval.fusion
 DEFAULT_DOC_FIELDS = FieldWeights.of(title=0.5, image=0.5)  # the paper's multi-field setting
 TEXT_DOC_FIELDS = FieldWeights.of(title=1.0)  # a text-only model has no image tower
 QUERY_SIDE = FieldWeights.of(query=1.0)
@@ -47,6 +48,12 @@ class TrainConfig:
     cosine schedule then decays over these steps). None: ``epochs`` full epochs.
     augment: use the model's training transform (random resized crops) instead of its eval transform;
     off by default because a crop can cut away the frame that is the synthetic images' quality cue.
+    fusion: "fixed" (the weighted mean of the present fields) or "learned" (a trained late fusion,
+    gcl_eval.retrieval.fusion, exported as fusion.pt; needs at least two document fields).
+    field_dropout: the probability that a training document's image is hidden (drawn from seed, epoch and
+    record; never a document's last present field), so that a fusion learns to score title-only documents.
+    fusion_lr: the learned fusion's own peak learning rate (None: ``lr``). Its few parameters start at the
+    fixed weights; at a fine-tuning lr of 1e-4 they would hardly move in a few hundred steps.
 
     Watching a run (runtime fields, trainers.monitor): log_every: a metrics.jsonl record every this many
     steps (0: none); eval_every: evaluate every this many steps and at each epoch end (0: never; needs an
@@ -67,6 +74,9 @@ class TrainConfig:
     query_fields: FieldWeights = QUERY_SIDE
     doc_fields: FieldWeights | None = None  # None: title+image 0.5/0.5 for open_clip, title for text
     renormalize_mean: bool = False
+    fusion: str = "fixed"
+    field_dropout: float = 0.0
+    fusion_lr: float | None = None
     text_prefixes: str = "e5"
     max_length: int = 128  # text models: tokens per text (open_clip models use their context length)
     augment: bool = False
@@ -119,6 +129,7 @@ class TrainConfig:
                 raise GclError(f"field {name!r} is not a document field (document fields: {', '.join(DOC_FIELDS)})")
         if self.text_model and "image" in self.doc_fields.active():
             raise GclError("a text model has no image tower: give document fields without image (e.g. title=1)")
+        self._validate_fields()
         _positive_int("epochs", self.epochs)
         if self.max_steps is not None:
             _positive_int("max_steps", self.max_steps)
@@ -145,6 +156,24 @@ class TrainConfig:
         from trainers.weights import score_to_weight
 
         score_to_weight(self.stw, [self.s_max], s_max=self.s_max, **dict(self.stw_params))
+
+    def _validate_fields(self) -> None:
+        """The field fusion and field dropout need a document side with more than one field."""
+        _choice("field fusion", self.fusion, FUSIONS)
+        active = self.doc_fields.active()
+        if self.fusion == "learned" and len(active) < 2:
+            raise GclError(f"a learned field fusion needs at least two document fields, got {self.doc_fields} "
+                           "(e.g. --fields image=0.5,title=0.5)")
+        if self.fusion_lr is not None:
+            if self.fusion != "learned":
+                raise GclError("fusion_lr applies to a learned field fusion (fusion = \"learned\")")
+            _positive_float("fusion_lr", self.fusion_lr)
+        p = self.field_dropout
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not (math.isfinite(p) and 0 <= p < 1):
+            raise GclError(f"field dropout must be a probability in [0, 1), got {p!r}")
+        if p > 0 and ("image" not in active or len(active) < 2):
+            raise GclError(f"field dropout hides images of documents that have another field: it needs image and "
+                           f"another document field, got {self.doc_fields}")
 
     def _validate_watching(self) -> None:
         _non_negative_int("log_every", self.log_every)
@@ -214,6 +243,9 @@ class TrainConfig:
             d.pop(key)
         if d["max_steps"] is None:  # absent when unset, so recipes written before the option keep their keys
             d.pop("max_steps")
+        for key, default in (("fusion", "fixed"), ("field_dropout", 0.0), ("fusion_lr", None)):  # likewise
+            if d[key] == default:
+                d.pop(key)
         return d
 
     def total_steps(self, steps_per_epoch: int) -> int:

@@ -11,6 +11,8 @@ random crop could cut away the frame colour that carries the synthetic images' q
 ``augment`` selects the training transform; its randomness is then seeded per (seed, epoch, record), so
 the crops do not depend on worker count or on where a run was resumed. A missing title or image becomes
 a field mask (False); a record none of whose weighted document fields is present is an input error.
+Field dropout (``field_dropout``) hides some documents' images by their masks, drawn from (seed, epoch,
+record) alone (:class:`FieldDropout`), so that it too is the same whatever the workers and resumes.
 """
 
 from __future__ import annotations
@@ -120,6 +122,38 @@ class EpochBatches:
             yield [(self.epoch, int(i)) for i in rows]
 
 
+class FieldDropout:
+    """Hides training documents' images: in epoch e, record i's image is hidden (its mask set False) with
+    probability p, drawn for all records at once from (seed, e), so neither the batch, the rank, the
+    worker nor a resume changes the draw; a document whose image is its only present field keeps it."""
+
+    STREAM = 1  # a seed word that keeps these draws apart from the epoch order's (EpochBatches.order)
+
+    def __init__(self, p: float, seed: int, n: int, doc_fields):
+        self.p, self.seed, self.n = float(p), seed, n
+        self.image = tuple(doc_fields).index("image")
+        self._epoch, self._drawn = None, None
+
+    def drawn(self, epoch: int) -> np.ndarray:
+        """(n,) bool: the records whose image epoch ``epoch`` hides where it may."""
+        if self._epoch != epoch:
+            self._drawn = np.random.default_rng([self.seed, epoch, self.STREAM]).random(self.n) < self.p
+            self._epoch = epoch
+        return self._drawn
+
+    def apply(self, masks: torch.Tensor, epoch: int, rows) -> torch.Tensor:
+        """The (B, M) field masks of records ``rows`` of ``epoch`` with the drawn images hidden."""
+        hide = torch.from_numpy(self.drawn(epoch)[np.asarray(rows, dtype=np.int64)]) & (masks.sum(dim=1) > 1)
+        out = masks.clone()
+        out[:, self.image] &= ~hide
+        return out
+
+
+def field_dropout(config: TrainConfig, n: int, doc_fields) -> FieldDropout | None:
+    """The run's field dropout over its ``n`` records, or None when it hides nothing."""
+    return FieldDropout(config.field_dropout, config.seed, n, doc_fields) if config.field_dropout > 0 else None
+
+
 class RecordDataset(TorchDataset):
     """Record i of an epoch: query, title, preprocessed image (decoded here, i.e. in a worker), weight."""
 
@@ -150,21 +184,23 @@ class RecordDataset(TorchDataset):
             else:
                 image = self.preprocess(pil)
         return {"query": self.pairs.queries[i], "title": self.pairs.titles[i], "image": image,
-                "weight": float(self.pairs.weights[i])}
+                "weight": float(self.pairs.weights[i]), "key": (epoch, i)}
 
 
 class Collate:
     """A list of records -> (query batch, doc batch, weights, doc field masks or None).
 
     Texts are tokenised here (in the workers too). A missing title is tokenised as "" and a missing image
-    is zeros, with its mask False: the loss never reads a masked field's embedding.
+    is zeros, with its mask False: the loss never reads a masked field's embedding. ``dropout``: a
+    FieldDropout applied to the masks.
     """
 
-    def __init__(self, towers, doc_fields):
+    def __init__(self, towers, doc_fields, dropout: FieldDropout | None = None):
         self.tokenize = towers.tokenize
         self.doc_fields = tuple(doc_fields)
         self.image_shape = towers.image_shape
         self.multi = towers.multi_field
+        self.dropout = dropout
 
     def __call__(self, records):
         query = {"query": self.tokenize([r["query"] for r in records], "query")}
@@ -179,6 +215,8 @@ class Collate:
                 masks.append(torch.tensor([r["image"] is not None for r in records]))
         weights = torch.tensor([r["weight"] for r in records], dtype=torch.float32)
         doc_masks = torch.stack(masks, dim=1) if self.multi else None  # always given: ranks must agree
+        if self.dropout is not None and doc_masks is not None:
+            doc_masks = self.dropout.apply(doc_masks, records[0]["key"][0], [r["key"][1] for r in records])
         return query, doc, weights, doc_masks
 
 
@@ -212,8 +250,10 @@ class PreparedBatches:
     are deterministic per value; test). Iterates ``sampler`` like a DataLoader with that batch sampler.
     """
 
-    def __init__(self, pairs: TrainingPairs, towers, sampler: EpochBatches, workers: int):
+    def __init__(self, pairs: TrainingPairs, towers, sampler: EpochBatches, workers: int,
+                 dropout: FieldDropout | None = None):
         self.sampler = sampler
+        self.dropout = dropout
         self.weights = torch.from_numpy(np.asarray(pairs.weights, dtype=np.float32))
         self.doc_fields = tuple(towers.doc_fields)
         self.multi = towers.multi_field
@@ -241,6 +281,8 @@ class PreparedBatches:
                 doc[name] = values[index[rows]]
                 masks.append(present[rows])
             doc_masks = torch.stack(masks, dim=1) if self.multi else None
+            if self.dropout is not None and doc_masks is not None:
+                doc_masks = self.dropout.apply(doc_masks, batch[0][0], rows.numpy())
             yield query, doc, self.weights[rows], doc_masks
 
 
@@ -292,7 +334,8 @@ def make_loader(pairs: TrainingPairs, towers, config: TrainConfig, sampler: Epoc
     DataLoader with its own generator, so it never draws from the global RNG (which dropout uses:
     drawing from it would make a resumed run differ)."""
     if use_prepared(pairs, towers, config):
-        return PreparedBatches(pairs, towers, sampler, config.data_workers())
+        return PreparedBatches(pairs, towers, sampler, config.data_workers(),
+                               field_dropout(config, len(pairs), towers.doc_fields))
     return streaming_loader(pairs, towers, config, sampler)
 
 
@@ -303,7 +346,7 @@ def streaming_loader(pairs: TrainingPairs, towers, config: TrainConfig, sampler:
     return DataLoader(
         dataset,
         batch_sampler=sampler,
-        collate_fn=Collate(towers, towers.doc_fields),
+        collate_fn=Collate(towers, towers.doc_fields, field_dropout(config, len(pairs), towers.doc_fields)),
         num_workers=workers,
         persistent_workers=workers > 0,
         generator=torch.Generator().manual_seed(config.seed),

@@ -323,7 +323,7 @@ def _export(run: _Run, result: TrainResult, *, setup_s: float, started: float) -
     result.wall_s = time.perf_counter() - started
     info["result"] = result.to_dict()
     info["timings"] = {"setup_s": setup_s, "train_s": result.train_s, "wall_s": result.wall_s}
-    ckpt.export_final(run.out, run.towers.export_state_dict(), info)
+    ckpt.export_final(run.out, run.towers.export_state_dict(), info, run.towers.fusion)
 
 
 def _train_info(run: _Run) -> dict:
@@ -364,7 +364,7 @@ def _live_model(run: _Run, step: int, epoch: int) -> ckpt.TrainedModel:
     else:
         model = run.towers.encoder
     info = {**_train_info(run), "snapshot": {"step": step, "epoch": epoch}}
-    return ckpt.TrainedModel(run.model_info["kind"], model, info, run.out, f"step-{step}")
+    return ckpt.TrainedModel(run.model_info["kind"], model, info, run.out, f"step-{step}", run.towers.fusion)
 
 
 def _export_snapshot(run: _Run, folder: Path, extra: dict) -> None:
@@ -372,7 +372,7 @@ def _export_snapshot(run: _Run, folder: Path, extra: dict) -> None:
     from gcl_eval.util.atomic import atomic_folder
 
     with atomic_folder(folder) as tmp:
-        ckpt.export_final(tmp, run.towers.export_state_dict(), {**_train_info(run), **extra})
+        ckpt.export_final(tmp, run.towers.export_state_dict(), {**_train_info(run), **extra}, run.towers.fusion)
 
 
 def _version() -> str:

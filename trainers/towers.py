@@ -10,6 +10,10 @@ field, else a list (one per field, in ``doc_fields`` order): the structure :clas
 takes for single- and multi-field training. ``forward(query_batch, doc_batch)`` runs both towers and
 returns the exp'ed logit scale and the bias too, so that a DistributedDataParallel wrapper sees every
 trained parameter used inside one forward.
+
+With ``fusion = "learned"`` the towers own a :class:`gcl_eval.retrieval.fusion.FieldFusion` (``fusion``;
+None otherwise): its parameters are trained with the model's and saved in checkpoint.pt, the loss applies
+it to the (gathered) field embeddings, and the finished run exports it as fusion.pt beside model.pt.
 """
 
 from __future__ import annotations
@@ -37,6 +41,16 @@ class Towers(nn.Module):
         self.multi_field = len(self.query_fields) > 1 or len(self.doc_fields) > 1
         self.amp_dtype = AMP_DTYPES[config.precision]
         self.device_type = torch.device(device).type
+        self.fusion = None
+
+    def _attach_fusion(self, config: TrainConfig, dim: int) -> None:
+        """A learned field fusion over the document fields, starting from the recipe's field weights."""
+        if config.fusion != "learned":
+            return
+        from gcl_eval.retrieval.fusion import FieldFusion
+
+        weights = config.doc_fields.as_dict()
+        self.fusion = FieldFusion(self.doc_fields, dim, [weights[f] for f in self.doc_fields])
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -89,9 +103,13 @@ class OpenClipTowers(Towers):
             self.model.logit_bias.requires_grad_(False)  # a SigLIP model trained with the CE loss
         if "image" not in self.doc_fields:
             self.model.visual.requires_grad_(False)
+        from gcl_eval.retrieval.models import text_pad_id
+
+        self.pad_id = text_pad_id(self.model)  # a Hugging Face text tower: batches are cut to their longest text
         size = self.model.visual.image_size
         size = (size, size) if isinstance(size, int) else tuple(size)
         self.image_shape = (3, *size)
+        self._attach_fusion(config, _embed_dim(self.model, config.arch))
 
     @property
     def logit_scale_param(self):
@@ -108,8 +126,10 @@ class OpenClipTowers(Towers):
         return (self.preprocess_train if train else self.preprocess_val)(image)
 
     def _text(self, tokens):
+        from gcl_eval.retrieval.models import trim_padding
+
         with self.autocast():
-            return self.model.encode_text(tokens, normalize=True)
+            return self.model.encode_text(trim_padding(tokens, self.pad_id), normalize=True)
 
     def _image(self, images):
         with self.autocast():
@@ -163,6 +183,16 @@ class TextTowers(Towers):
 
     def export_state_dict(self) -> dict:
         return {k: v.detach().cpu().contiguous() for k, v in self.encoder.state_dict().items()}
+
+
+def _embed_dim(model, arch: str) -> int:
+    """The dimension of an open_clip model's embeddings (its image tower's output, else its config's)."""
+    dim = getattr(model.visual, "output_dim", None)
+    if isinstance(dim, int):
+        return dim
+    from gcl_eval.retrieval.models import open_clip_module
+
+    return int((open_clip_module().get_model_config(arch) or {})["embed_dim"])
 
 
 def build_towers(config: TrainConfig, device) -> tuple[Towers, dict]:

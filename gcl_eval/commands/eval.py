@@ -61,7 +61,7 @@ from gcl_eval.measures import RUN_MEASURES
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))
 @workers_option("Image-decoding worker processes [default: half the CPU cores, 1 to 8].")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
-              help="Autocast precision on GPU (CPU always runs fp32).")
+              help="Autocast precision: bf16 on any device, fp16 on CUDA only (elsewhere fp32).")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the embedding cache.")
 @click.option("--run-file", "run_files", multiple=True, metavar="SPLIT=PATH",
               help="Score another system's TREC run of SPLIT instead of a model (repeatable; the queries are "

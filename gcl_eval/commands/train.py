@@ -8,7 +8,7 @@ import click
 
 from gcl_eval.commands.options import DATA_HELP, images_option, mirror_option
 from gcl_eval.experiments.training_eval import DEFAULT_EVAL_QUERIES, DEFAULT_EVAL_SPLITS
-from trainers.config import PRECISIONS, REPORTERS, TEXT_PREFIXES, TrainConfig
+from trainers.config import FUSIONS, PRECISIONS, REPORTERS, TEXT_PREFIXES, TrainConfig
 from trainers.losses import LOSS_KINDS, NORMALIZERS
 from trainers.weights import STW_NAMES
 
@@ -65,6 +65,15 @@ def _parse_stw_params(values) -> tuple[tuple[str, object], ...]:
               "(default: that for open_clip, title=1 for text models).")
 @click.option("--renormalize-mean/--no-renormalize-mean", default=False, show_default=True,
               help="L2-normalise the mean field embeddings inside the loss.")
+@click.option("--fusion", type=click.Choice(FUSIONS), default=_DEFAULTS.fusion, show_default=True,
+              help="How a document's fields combine: fixed (the weighted mean of its present fields) or learned "
+                   "(a late fusion trained with the model, written to OUT/fusion.pt and used by every evaluation "
+                   "of the run; needs two document fields).")
+@click.option("--field-dropout", type=float, default=_DEFAULTS.field_dropout, show_default=True, metavar="P",
+              help="Hide each training document's image with probability P in [0, 1) (never its last field), "
+                   "so that a learned fusion learns to score title-only documents.")
+@click.option("--fusion-lr", type=float, default=None, metavar="LR",
+              help="The learned fusion's own peak learning rate [default: --lr].")
 @click.option("--text-prefixes", type=click.Choice(TEXT_PREFIXES), default=_DEFAULTS.text_prefixes, show_default=True,
               help="Text models: E5 role prefixes ('query: ', 'passage: ') or none.")
 @click.option("--augment/--no-augment", default=False, show_default=True,
@@ -145,6 +154,8 @@ def train(data, images_root, mirror, out, resume, as_json, fields, stw_param, ev
                f"for {result.epochs} epoch{'s' if result.epochs != 1 else ''}, {result.steps} steps{resumed}: final loss {result.final_loss:.4f}, "
                f"{result.samples_per_s:.0f} samples/s, {result.wall_s:.1f} s")
     click.echo(f"model: {out}/model.pt")
+    if config.fusion == "learned":
+        click.echo(f"field fusion: {out}/fusion.pt")
     if result.best is not None:
         click.echo(f"best: {out}/best/model.pt ({result.best['measure']} {result.best['value']:.4f} "
                    f"at step {result.best['step']})")

@@ -32,9 +32,18 @@ class Training:
     reused: bool
 
 
+CURVE_SPLITS = ("in_domain", "novel_corpus")  # what a run's learning curve evaluates (one seen, one new corpus)
+CURVE_QUERIES = 200
+
+
 def checkpoint_dir(preset: Preset, config, dataset_fingerprint: str, root: Path | None = None) -> Path:
-    """The cache folder of (preset, recipe, dataset); ``root`` None: the gcl-eval cache's checkpoints folder."""
-    recipe = json.dumps({"recipe": config.recipe(), "data": dataset_fingerprint}, sort_keys=True, default=str)
+    """The cache folder of (preset, recipe, dataset); ``root`` None: the gcl-eval cache's checkpoints folder.
+    A run that records a learning curve (``eval_every``) has a folder of its own: the same weights, plus
+    the evaluations an unwatched run does not have."""
+    key = {"recipe": config.recipe(), "data": dataset_fingerprint}
+    if config.eval_every:
+        key["curve"] = {"every": config.eval_every, "splits": list(CURVE_SPLITS), "queries": CURVE_QUERIES}
+    recipe = json.dumps(key, sort_keys=True, default=str)
     key = hashlib.sha256(recipe.encode()).hexdigest()[:16]
     base = Path(root) if root else cache_dir("checkpoints")
     return base / f"{preset.name}-{key}"
@@ -54,11 +63,16 @@ def train_or_reuse(preset: Preset, dataset, *, device: str, overrides: dict | No
 
     config = preset.train_config({"device": device, **(overrides or {})})
     folder = checkpoint_dir(preset, config, dataset.fingerprint(), root)
+    evaluate = None
+    if config.eval_every:
+        from gcl_eval.experiments.training_eval import training_evaluation
+
+        evaluate = training_evaluation(dataset, config, splits=CURVE_SPLITS, queries=CURVE_QUERIES)
     started = time.perf_counter()
     with _training_lock(folder):
         reused = _finished_on_every_rank(folder, before=True)
         if not reused:
-            train(config, dataset, folder, resume=True)
+            train(config, dataset, folder, resume=True, evaluate=evaluate)
             _finished_on_every_rank(folder, before=False)
         if is_main_process():
             mark_used(folder)

@@ -2,8 +2,10 @@
 becomes a retriever, the protocol runs on a dataset, and the result records what was evaluated.
 
 Dense models encode through the embedding cache; field weights may differ on the cold-start splits
-(the paper's "0.5/0.0": image and title in-domain, title only where the query or corpus is new). Under
-torchrun, `evaluate_and_save` splits encoding across the processes and the main one writes the folder.
+(the paper's "0.5/0.0": image and title in-domain, title only where the query or corpus is new). A model
+trained with a learned field fusion (fusion.pt beside its model.pt) is scored by that fusion instead, the
+same on every split. Under torchrun, `evaluate_and_save` splits encoding across the processes and the
+main one writes the folder.
 """
 
 from __future__ import annotations
@@ -94,8 +96,25 @@ def build_retriever(model: ModelToEvaluate, device: str):
         encoder, weights = _text_encoder(model, device)
     split_weights = {s: model.cold_start_weights for s in COLD_START_SPLITS} if model.cold_start_weights else {}
     retriever = DenseRetriever(encoder, doc_weights=model.doc_weights, split_doc_weights=split_weights,
-                               cache=EmbeddingCache() if model.use_cache else None, device=device)
+                               cache=EmbeddingCache() if model.use_cache else None, device=device,
+                               fusion=_learned_fusion(model))
     return retriever, weights
+
+
+def _learned_fusion(model: ModelToEvaluate):
+    """The model's learned field fusion, or None: a training run's, else the fusion.pt beside a local
+    model.pt checkpoint (a finished run's folder or its model.pt, also best/ and epoch-K/)."""
+    if model.training is not None:
+        return getattr(model.training.trained, "fusion", None)
+    if model.kind != "open_clip" or not model.pretrained:
+        return None
+    from gcl_eval.retrieval.fusion import FUSION_FILE, FieldFusion
+
+    path = Path(model.pretrained).expanduser()
+    folder = path if path.is_dir() else path.parent if path.name == "model.pt" and path.is_file() else None
+    if folder is None or not (folder / FUSION_FILE).is_file():
+        return None
+    return FieldFusion.load(folder / FUSION_FILE)
 
 
 def _open_clip_encoder(model: ModelToEvaluate, device: str, workers: int):
@@ -153,6 +172,8 @@ def evaluate_and_save(request: EvalRequest) -> Evaluation | None:
     init_distributed(device)
     model = request.model
     images = any("image" in w.active() for w in (model.doc_weights, model.cold_start_weights) if w is not None)
+    fusion = _learned_fusion(model)
+    images = images or (fusion is not None and "image" in fusion.fields)  # a fusion reads all of its fields
     data = resolve_dataset(request.data, images=images, mirror=model.mirror)
     dataset = read_dataset(data, images_root=request.images_root)
     evaluation = evaluate_model(request.model, dataset, request.protocol, device=str(device), started=started)

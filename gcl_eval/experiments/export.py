@@ -7,7 +7,8 @@
   ``encode_document(...)`` (or ``encode(..., prompt_name=...)``) give gcl-eval's embeddings.
 * ``open_clip`` (a ``gcl-eval train --arch`` run): ``open_clip_config.json`` (model and preprocessing
   config) and ``open_clip_model.safetensors``, the layout open_clip's hf-hub and ``local-dir:`` loaders
-  read: ``open_clip.create_model_and_transforms("local-dir:DIR")``.
+  read: ``open_clip.create_model_and_transforms("local-dir:DIR")``; a run with a learned field fusion also
+  gets its ``fusion.pt``, which `gcl-eval eval --checkpoint DIR` applies.
 
 Each folder also gets a README.md saying what it is and how to load it. The folder is written
 atomically: it appears whole or not at all. docs/export.md.
@@ -130,7 +131,14 @@ def _write_open_clip(trained, out: Path) -> None:
     if hasattr(tokenizer, "save_pretrained"):  # an HF text tower: local-dir: loads its tokenizer from the folder
         tokenizer.save_pretrained(out)
     _write_json(out / OPEN_CLIP_CONFIG, {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg})
+    fusion = getattr(trained, "fusion", None)
+    if fusion is not None:
+        from gcl_eval.retrieval.fusion import FUSION_FILE
+
+        fusion.save(out / FUSION_FILE)
     config = trained.info["config"]
+    fusion_note = ("The run learned a field fusion (fusion.pt, gcl_eval.retrieval.fusion): gcl-eval scores "
+                   "documents with it; plain open_clip ignores it.\n" if fusion is not None else "")
     (out / "README.md").write_text(
         f"# {Path(str(trained.path)).parent.name}: an open_clip model trained with gcl-eval\n\n"
         f"Architecture `{loaded.arch}`, trained by `gcl-eval train` (loss {config.get('loss')}, score-to-weight "
@@ -138,7 +146,7 @@ def _write_open_clip(trained, out: Path) -> None:
         "```python\nimport open_clip\n\n"
         "model, _, preprocess = open_clip.create_model_and_transforms(\"local-dir:path/to/this/folder\")\n"
         "tokenizer = open_clip.get_tokenizer(\"local-dir:path/to/this/folder\")\n```\n\n"
-        f"Evaluate it with `gcl-eval eval --arch {loaded.arch} --checkpoint path/to/this/folder`.\n")
+        f"Evaluate it with `gcl-eval eval --arch {loaded.arch} --checkpoint path/to/this/folder`.\n" + fusion_note)
 
 
 def _open_clip_configs(arch: str, model) -> tuple[dict, dict]:

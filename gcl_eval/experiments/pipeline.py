@@ -61,6 +61,7 @@ def run_preset(options: RunOptions) -> tuple[Evaluation, Path]:
 
 def _run(options: RunOptions, preset: Preset, device: str, started: float) -> tuple[Evaluation, Path]:
     from gcl_eval.data.io import read_dataset
+    from gcl_eval.experiments.aligned_start import with_start
     from gcl_eval.experiments.checkpoints import train_or_reuse
     from gcl_eval.experiments.device_plan import device_note
     from gcl_eval.protocol.results import save_run
@@ -72,6 +73,7 @@ def _run(options: RunOptions, preset: Preset, device: str, started: float) -> tu
     line = device_note(preset, device, dataset, options.protocol)
     if line and is_main_process():
         click.echo(line, err=True)
+    preset = with_start(preset, dataset, device=device, root=options.checkpoints)
     training = None
     if preset.trains:
         overrides = dict(options.train_overrides)
@@ -126,8 +128,6 @@ def preset_model(preset: Preset, device: str, *, training=None, workers: int | N
     if preset.kind == "bm25":
         return ModelToEvaluate(kind="bm25", bm25={k: preset.model[k] for k in ("backend", "k1", "b") if k in preset.model})
     precision = preset.eval_precision
-    if preset.kind == "open_clip" and not device.startswith("cuda"):
-        precision = "fp32"  # open_clip autocasts on CUDA only
     name = preset.model["arch"] if preset.kind == "open_clip" else preset.model["text_model"]
     return ModelToEvaluate(kind=preset.kind, name=name, pretrained=preset.model.get("pretrained") or None,
                            sha256=preset.model.get("sha256") or None, mirror=mirror,

@@ -52,9 +52,25 @@ def training_record(training: Training) -> dict:
     config, trained = training.config, training.trained
     params = dict(config.stw_params)
     curve = score_to_weight(config.stw, list(STW_CURVE_SCORES), s_max=100, **params)
+    train = {"config": config.to_dict(), "result": trained.info.get("result")}
+    learning_curve = evaluations_of(trained.path)
+    if learning_curve:
+        train["learning_curve"] = learning_curve
     return {"checkpoint": str(trained.path), "checkpoint_sha256": trained.sha256,
             "stw": {"name": config.stw, "params": params, "curve": [round(float(w), 6) for w in curve]},
-            "train": {"config": config.to_dict(), "result": trained.info.get("result")}}
+            "train": train}
+
+
+def evaluations_of(path) -> list[dict]:
+    """The evaluations during training of the run whose model is at ``path`` (its folder's metrics.jsonl):
+    [{"step", "epoch", "splits": {split: {measure: value}}}], in step order; [] when it had none."""
+    from pathlib import Path
+
+    from trainers.monitor import read_metrics
+
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    return [{"step": r["step"], "epoch": r.get("epoch"), "splits": r["splits"]}
+            for r in read_metrics(folder) if r.get("kind") == "eval" and isinstance(r.get("splits"), dict)]
 
 
 def weights_record(weights: Weights, *, bare: bool) -> dict:

@@ -28,6 +28,7 @@ class TrainingEvaluation:
     doc_weights: object  # gcl_eval.retrieval.fields.FieldWeights
     device: str
     workers: int | None = None
+    precision: str = "fp32"  # bf16 when the run trains under bf16 autocast
 
     def __call__(self, trained, step: int, epoch: int) -> dict[str, dict[str, float]]:
         from gcl_eval.experiments.checkpoints import Training
@@ -36,7 +37,7 @@ class TrainingEvaluation:
 
         training = Training(TrainConfig.from_dict(trained.info["config"]), trained, 0.0, False)
         model = ModelToEvaluate(kind=trained.kind, training=training, doc_weights=self.doc_weights,
-                                workers=self.workers, use_cache=False)
+                                workers=self.workers, use_cache=False, precision=self.precision)
         evaluation = evaluate_model(model, self.dataset, self.protocol, device=self.device)
         return {split: dict(body["metrics"]) for split, body in evaluation.result.splits.items()}
 
@@ -65,4 +66,5 @@ def training_evaluation(dataset, config, *, splits=DEFAULT_EVAL_SPLITS,
         raise GclError(f"--keep-best {config.keep_best}: split {best_split.strip()} is not evaluated; "
                        f"add it to --eval-splits ({','.join(splits)})")
     device = str(resolve_device(config.device))
-    return TrainingEvaluation(dataset, protocol, config.doc_fields, device, config.num_workers)
+    precision = "bf16" if config.precision == "bf16" else "fp32"
+    return TrainingEvaluation(dataset, protocol, config.doc_fields, device, config.num_workers, precision)

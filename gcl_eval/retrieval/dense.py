@@ -28,7 +28,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from gcl_eval.data.dataset import Documents
-from gcl_eval.retrieval.embedding_cache import EmbeddingCache, encode_corpus, encode_query_texts
+from gcl_eval.retrieval.embedding_cache import EmbeddingCache, encode_corpus, encode_fused_corpus, encode_query_texts
 from gcl_eval.retrieval.encoder import Encoder
 from gcl_eval.retrieval.fields import FieldWeights
 from gcl_eval.util import distributed
@@ -46,10 +46,18 @@ class CorpusShard:
 
 
 class DenseRetriever:
-    """`search` for the protocol over an Encoder (gcl_eval.retrieval.encoder)."""
+    """`search` for the protocol over an Encoder (gcl_eval.retrieval.encoder).
+
+    ``fusion``: a learned field fusion (gcl_eval.retrieval.fusion.FieldFusion) that scores documents
+    instead of the field weights: the corpus matrix is the fused per-field embeddings and the queries are
+    fused too, the same on every split (split field weights then cannot be given).
+    """
 
     def __init__(self, encoder: Encoder, *, doc_weights: FieldWeights, split_doc_weights: Mapping[str, FieldWeights] | None = None,
-                 cache: EmbeddingCache | None = None, device: str | None = None):
+                 cache: EmbeddingCache | None = None, device: str | None = None, fusion=None):
+        if fusion is not None and split_doc_weights:
+            raise GclError("a learned field fusion scores every split the same way: give no cold-start field weights")
+        self.fusion = fusion
         self.inner_encoder = encoder
         self.encoder = ShardedEncoder(encoder) if distributed.is_distributed() else encoder
         self.doc_weights = doc_weights
@@ -62,26 +70,35 @@ class DenseRetriever:
         return self.split_doc_weights.get(split, self.doc_weights)
 
     def describe(self) -> dict:
+        if self.fusion is not None:
+            return {"doc_fields": f"learned({','.join(self.fusion.fields)})", "split_doc_fields": {},
+                    "fusion": self.fusion.describe()}
         weights = {split: str(w) for split, w in self.split_doc_weights.items()}
         return {"doc_fields": str(self.doc_weights), "split_doc_fields": weights}
 
     def corpus_shard(self, corpus_name: str, documents: Documents, weights: FieldWeights) -> CorpusShard:
-        """This process's rows of the pooled corpus embeddings (all of them without torchrun)."""
-        key = (corpus_name, str(weights))
+        """This process's rows of the pooled (or fused) corpus embeddings (all of them without torchrun)."""
+        key = (corpus_name, "fusion" if self.fusion is not None else str(weights))
         if key not in self._corpora:
             self._corpora[key] = self._encode_shard(documents, weights)
         return self._corpora[key]
 
+    def _encode_corpus(self, encoder, documents: Documents, weights: FieldWeights, cache) -> np.ndarray:
+        """The corpus matrix: pooled by ``weights``, or fused by the learned fusion."""
+        if self.fusion is not None:
+            return encode_fused_corpus(encoder, documents, self.fusion, cache)
+        return encode_corpus(encoder, documents, weights, cache)
+
     def _encode_shard(self, documents: Documents, weights: FieldWeights) -> CorpusShard:
         n = len(documents)
         if not distributed.is_distributed():
-            return CorpusShard(encode_corpus(self.encoder, documents, weights, self.cache), 0, n)
+            return CorpusShard(self._encode_corpus(self.encoder, documents, weights, self.cache), 0, n)
         lo, hi = shard_rows(n, self.inner_encoder.batch_size)
         if self.cache is None:
             shard = Documents(documents.table.iloc[lo:hi], documents.images)
-            local = encode_corpus(self.inner_encoder, shard, weights, None) if hi > lo else None
+            local = self._encode_corpus(self.inner_encoder, shard, weights, None) if hi > lo else None
             return CorpusShard(local, lo, n)
-        full = encode_corpus(self.encoder, documents, weights, self.cache)
+        full = self._encode_corpus(self.encoder, documents, weights, self.cache)
         # A memory-mapped entry stays mapped (only these rows are ever read); an array just computed is
         # copied down to this rank's rows so that the whole matrix can be freed.
         rows = full[lo:hi] if isinstance(full, np.memmap) else np.array(full[lo:hi])
@@ -91,6 +108,10 @@ class DenseRetriever:
                k: int) -> tuple[np.ndarray, np.ndarray]:
         shard = self.corpus_shard(corpus_name, documents, self.weights_for(split))
         queries = encode_query_texts(self.encoder, query_texts, self.cache)
+        if self.fusion is not None:
+            from gcl_eval.retrieval.fusion import fuse_query_matrix
+
+            queries = fuse_query_matrix(self.fusion, queries)
         return search_shards(queries, shard, k, device=self.device)
 
 

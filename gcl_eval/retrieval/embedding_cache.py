@@ -15,7 +15,8 @@ reading every image's bytes for byte stores):
   the same ids but another image size have the same references and different pixels.
 
 Two levels: per-field matrices (the expensive part, reused when only a field weight changes) and
-the pooled matrix (keyed also by the weights). Files: <root>/<key[:2]>/<key>.npy plus <key>.json,
+the pooled matrix (keyed also by the weights), or the fused matrix of a learned field fusion (keyed
+by the fusion's fingerprint instead). Files: <root>/<key[:2]>/<key>.npy plus <key>.json,
 a sidecar with the key parts, shape, dtype and a blake2b checksum of the array bytes. Both are
 written atomically (gcl_eval.util.atomic; the sidecar last: it commits the entry), and an entry is
 looked up and built under a file lock (.<key>.lock beside them), so two processes that need the
@@ -270,29 +271,67 @@ def encode_corpus(encoder, documents: Documents, weights: FieldWeights, cache: E
     naming it. `encoder` is an OpenClipEncoder (or anything with fingerprint(), num_workers and
     encode_field(documents, field) -> (embeddings, present)).
     """
+    active = weights.active()
+    corpus = corpus_fields(encoder, documents, active, cache, scoring=f"weights {weights}")
+    w = weights.as_dict()
+    parts = corpus.key_parts(weights={name: float(w[name]) for name in active})
+    return _cached(cache, parts, lambda: pool_fields(corpus.embeddings(), corpus.present, weights))
+
+
+def encode_fused_corpus(encoder, documents: Documents, fusion, cache: EmbeddingCache | None = None) -> np.ndarray:
+    """Fused document embeddings d' (N x M*D float32, gcl_eval.retrieval.fusion) of a learned field fusion:
+    the per-field entries of :func:`encode_corpus`, fused; the fused entry is keyed by the fusion's
+    fingerprint instead of field weights."""
+    from gcl_eval.retrieval.fusion import fuse_document_matrices
+
+    corpus = corpus_fields(encoder, documents, fusion.fields, cache, scoring="learned fusion")
+    parts = corpus.key_parts(fusion=fusion.fingerprint())
+    return _cached(cache, parts, lambda: fuse_document_matrices(fusion, corpus.embeddings(), corpus.present))
+
+
+@dataclass(frozen=True)
+class CorpusFields:
+    """A corpus's per-field embeddings as the cache keys them, encoded (or loaded) only when asked for: a
+    hit on a pooled or fused entry never reads them."""
+
+    encoder: object
+    documents: Documents
+    fields: tuple[str, ...]
+    present: dict[str, np.ndarray]  # by field: bool (N,)
+    model: str  # the encoder's fingerprint
+    content: dict[str, str]  # by field: its content fingerprint
+    cache: EmbeddingCache | None
+
+    def key_parts(self, **scoring) -> dict:
+        """Key parts of an entry computed from these fields; ``scoring`` says how (weights=..., fusion=...)."""
+        return {"encoder": self.model, "role": "document", **scoring, "content": self.content,
+                "rows": len(self.documents)}
+
+    def embedding(self, name: str) -> np.ndarray:
+        """Field ``name``'s matrix (N x D; rows of absent fields hold whatever the encoder left there)."""
+        parts = {"encoder": self.model, "role": "document", "field": name, "content": self.content[name],
+                 "rows": len(self.documents)}
+        return _cached(self.cache, parts, lambda: self.encoder.encode_field(self.documents, name)[0])
+
+    def embeddings(self) -> dict[str, np.ndarray]:
+        return {name: self.embedding(name) for name in self.fields}
+
+
+def corpus_fields(encoder, documents: Documents, fields, cache: EmbeddingCache | None, *,
+                  scoring: str) -> CorpusFields:
+    """The per-field embeddings of ``fields`` (not yet encoded) with their presence masks; a document with
+    none of them is an error naming it (``scoring``: how the fields are combined, for that message)."""
     from gcl_eval.retrieval.encoders import field_present
 
-    active = weights.active()
-    present = {name: field_present(documents, name) for name in active}
-    empty = ~np.logical_or.reduce([present[name] for name in active])
+    fields = tuple(fields)
+    present = {name: field_present(documents, name) for name in fields}
+    empty = ~np.logical_or.reduce([present[name] for name in fields])
     if empty.any():
         doc_id = documents.ids[int(np.flatnonzero(empty)[0])]
-        raise GclError(f"document {doc_id!r} has none of the fields {', '.join(active)} (weights {weights}): "
+        raise GclError(f"document {doc_id!r} has none of the fields {', '.join(fields)} ({scoring}): "
                        f"nothing to embed ({int(empty.sum())} such documents)")
-    model = encoder.fingerprint()
-    content = {name: field_fingerprint(documents, name, num_workers=encoder.num_workers) for name in active}
-
-    def one_field(name: str) -> np.ndarray:
-        parts = {"encoder": model, "role": "document", "field": name, "content": content[name], "rows": len(documents)}
-        return _cached(cache, parts, lambda: encoder.encode_field(documents, name)[0])
-
-    def pooled() -> np.ndarray:
-        return pool_fields({name: one_field(name) for name in active}, present, weights)
-
-    w = weights.as_dict()
-    parts = {"encoder": model, "role": "document", "weights": {name: float(w[name]) for name in active},
-             "content": content, "rows": len(documents)}
-    return _cached(cache, parts, pooled)
+    content = {name: field_fingerprint(documents, name, num_workers=encoder.num_workers) for name in fields}
+    return CorpusFields(encoder, documents, fields, present, encoder.fingerprint(), content, cache)
 
 
 def encode_query_texts(encoder, texts: Sequence[str], cache: EmbeddingCache | None = None) -> np.ndarray:

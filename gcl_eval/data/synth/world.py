@@ -74,11 +74,13 @@ class SynthConfig:
 
 # The built-in worlds (SynthConfig options), by name. "default" is what `gcl-eval run` uses; "control"
 # hides the quality cues (a bi-encoder cannot see why a product ranks high, so rank weighting should not
-# help on new products); "second" is another draw of another size, to show results are not tuned to one.
+# help on new products); "second" is another draw of another size, to show results are not tuned to one;
+# "heldout" is a draw no preset or recipe was ever tried on before its suite ran (a check, not a tuning set).
 BUILTIN_WORLDS: dict[str, dict] = {
     "default": {},
     "control": {"quality_visible": False},
     "second": {"seed": 1, "queries": 1600},
+    "heldout": {"seed": 7},
 }
 
 
