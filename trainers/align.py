@@ -149,8 +149,3 @@ def _image_to_title_accuracy(model, images: torch.Tensor, title_emb: torch.Tenso
     image_emb = model.encode_image(images[rows].to(device), normalize=True)
     nearest = (image_emb @ title_emb[rows.to(device)].T).argmax(dim=1).cpu()
     return round(float((nearest == rows).float().mean()), 4)
-
-
-def read_align_record(folder: Path) -> dict:
-    return json.loads((Path(folder) / "align.json").read_text())
-
