@@ -96,7 +96,6 @@ def aligned_pairs(dataset, preprocess) -> AlignedPairs:
     return AlignedPairs([ids[i] for i in rows], [titles[i] for i in rows], torch.stack(images))
 
 
-@torch.no_grad()
 def _title_embeddings(loaded, titles: list[str], device: str) -> torch.Tensor:
     """The locked text tower's normalised title embeddings, fp32 (computed once)."""
     from gcl_eval.retrieval.encoders import OpenClipEncoder

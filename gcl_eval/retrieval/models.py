@@ -122,7 +122,8 @@ def load_open_clip(arch: str, pretrained: str | None = None, *, seed: int = 0, d
     open_clip = open_clip_module()
     import torch
 
-    if arch in text_tower_archs():
+    hf_text_tower = arch in text_tower_archs()
+    if hf_text_tower:
         register_text_tower_arch(open_clip, arch)
     weights = resolve_weights(open_clip, arch, pretrained, seed=seed, sha256=sha256, mirror=mirror)
     torch.manual_seed(seed)
@@ -137,7 +138,7 @@ def load_open_clip(arch: str, pretrained: str | None = None, *, seed: int = 0, d
         raise GclError(f"{weights.describe()} does not load as {weights.model_name}: {reason}") from None
     tokenizer = open_clip.get_tokenizer(weights.model_name)
     source = weights.source
-    if arch in text_tower_archs() and weights.file is None:  # a pretrained text tower, a random image tower
+    if hf_text_tower and weights.file is None:  # a pretrained text tower, a random image tower
         source = f"text:{text_tower_name(arch)}+{weights.source}"
     if weights.file is not None:
         digest = weights.sha256 or file_sha256(weights.file)
