@@ -114,3 +114,30 @@ def test_mini_gcl_runs_end_to_end_from_its_aligned_start(data, tmp_path):
     assert model["arch"] == "mini-clip" and start.endswith("model.pt") and "-aligned-" in start
     assert model["split_doc_fields"]["zero_shot"] == "title=1"
     assert all(0 <= s["metrics"]["nDCG@10"] <= 1 for s in evaluation.result.splits.values())
+    _check_open_clip_export(next((tmp_path / "ckpt").glob("mini-gcl-*")), tmp_path / "exported")
+
+
+def _check_open_clip_export(checkpoint, out):
+    """The exported config names the hub model the text tower packages, not this installation's folder, and
+    plain open_clip builds the trained model from the folder (the hub's config served from the package)."""
+    import transformers
+
+    from gcl_eval.experiments.export import export_checkpoint
+    from gcl_eval.retrieval.model_source import resolve_text_model
+    from gcl_eval.retrieval.models import open_clip_module
+    from trainers.checkpoint import load_trained
+
+    export_checkpoint(checkpoint, "open_clip", out)
+    text_cfg = json.loads((out / "open_clip_config.json").read_text())["model_cfg"]["text_cfg"]
+    assert text_cfg["hf_model_name"] == text_cfg["hf_tokenizer_name"] == "sentence-transformers/all-MiniLM-L6-v2"
+    from_hub = transformers.AutoConfig.from_pretrained
+    with pytest.MonkeyPatch.context() as patch:  # offline: the hub name's config is the packaged one's
+        patch.setattr(transformers.AutoConfig, "from_pretrained", lambda name, *a, **k: from_hub(
+            resolve_text_model("minilm") if name == text_cfg["hf_model_name"] else name, *a, **k))
+        open_clip = open_clip_module()
+        model = open_clip.create_model_and_transforms(f"local-dir:{out}")[0].eval()
+        tokenizer = open_clip.get_tokenizer(f"local-dir:{out}")
+    ours = load_trained(checkpoint).model
+    with torch.no_grad():
+        np.testing.assert_allclose(model.encode_text(tokenizer(TEXTS)).numpy(),
+                                   ours.model.encode_text(ours.tokenizer(TEXTS)).numpy(), atol=1e-5)

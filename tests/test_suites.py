@@ -16,7 +16,7 @@ from gcl_eval.experiments.suite import expand, load_suite, suite_names
 from run_helpers import fake_run
 
 PACKAGED = ["paper-batch-mini", "paper-control-mini", "paper-curves-mini", "paper-fields-mini", "paper-heldout-mini",
-            "paper-stw-mini", "paper-table1-mini", "paper-world2-mini"]
+            "paper-norm-mini", "paper-stw-mini", "paper-table1-mini", "paper-world2-mini"]
 PROTOCOL = {"top_k": 1000, "queries_per_split": 2000, "seed": 0}
 
 

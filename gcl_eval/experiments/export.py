@@ -151,7 +151,8 @@ def _write_open_clip(trained, out: Path) -> None:
 
 def _open_clip_configs(arch: str, model) -> tuple[dict, dict]:
     """(model_cfg, preprocess_cfg) of ``arch``, as open_clip_config.json holds them."""
-    from gcl_eval.retrieval.models import open_clip_module
+    from gcl_eval.retrieval.model_source import hub_text_model_name
+    from gcl_eval.retrieval.models import open_clip_module, text_tower_archs, text_tower_name
 
     open_clip = open_clip_module()
     if arch.startswith("hf-hub:"):
@@ -163,6 +164,11 @@ def _open_clip_configs(arch: str, model) -> tuple[dict, dict]:
         model_cfg = open_clip.get_model_config(arch)
     if not model_cfg:
         raise GclError(f"no open_clip config for architecture {arch!r}")
+    if arch in text_tower_archs():  # registered with a local folder: name the hub model it packages instead
+        text_cfg = dict(model_cfg["text_cfg"])
+        for key in ("hf_model_name", "hf_tokenizer_name"):
+            text_cfg[key] = hub_text_model_name(text_tower_name(arch))
+        model_cfg = {**model_cfg, "text_cfg": text_cfg}
     visual = model.visual
     preprocess = {"mean": list(visual.image_mean), "std": list(visual.image_std)}
     extra = getattr(visual, "preprocess_cfg", {}) or {}

