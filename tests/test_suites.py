@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from gcl_eval.util.errors import GclError
-from gcl_eval.report.suite_summary import check_gcl_targets, compare, summary, summary_markdown
+from gcl_eval.report.suite_summary import check_gcl_targets, compare, curves_markdown, summary, summary_markdown
 from gcl_eval.experiments.suite import expand, load_suite, suite_names
 from run_helpers import fake_run
 
@@ -143,6 +143,18 @@ def test_summary_is_mean_and_sample_std_over_seeds():
     assert table["one"]["in_domain"]["nDCG@10"]["std"] is None
     text = summary_markdown(table)
     assert "| m | 3 | 0.300 ± 0.265 |" in text and "| one | 1 | 0.100 |" in text
+
+
+def test_learning_curves_are_a_table_per_run_and_seed_with_a_row_per_evaluation():
+    curved = fake_run({"in_domain": np.full(5, 0.3)}, 0)
+    curved.model["train"] = {"learning_curve": [
+        {"step": step, "epoch": 1, "splits": {"novel_corpus": {"nDCG@10": n, "ERR": e}, "in_domain": {"nDCG@10": n}}}
+        for step, n, e in ((150, 0.25, 0.0625), (300, 0.5, float("nan")))]}
+    text = curves_markdown({"plain": [fake_run({"in_domain": np.full(5, 0.3)}, 0)], "gcl": [curved]})
+    assert text.splitlines() == ["**gcl** (seed 0)", "", "| step | in_domain | novel_corpus |", "|---|---|---|",
+                                 "| | nDCG@10 / ERR | nDCG@10 / ERR |", "| 150 | .250 / - | .250 / .062 |",
+                                 "| 300 | .500 / - | .500 / - |"]
+    assert curves_markdown({"plain": [fake_run({"in_domain": np.full(5, 0.3)}, 0)]}) == ""
 
 
 def test_runs_on_different_queries_are_refused():

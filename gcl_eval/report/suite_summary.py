@@ -235,3 +235,26 @@ def comparison_markdown(comparison: ComparisonResult, measures=PAPER_MEASURES) -
         lines += ["", "| target | value | met |", "|---|---|---|"]
         lines += [f"| {t['target']} | {t['value']} | {'yes' if t['met'] else 'no'} |" for t in comparison.targets]
     return "\n".join(lines)
+
+
+def curves_markdown(results: dict[str, list[RunResult]], measures=("nDCG@10", "ERR")) -> str:
+    """The evaluations during training of every run that had them: a table per run and seed, a row per
+    evaluated step, 'nDCG@10 / ERR' per evaluated split; "" when no run has a learning curve."""
+    blocks = []
+    for label, seeds in results.items():
+        for seed, result in enumerate(seeds):
+            curve = result.model.get("train", {}).get("learning_curve") or []
+            if not curve:
+                continue
+            splits = [s for s in SPLITS if s in curve[0]["splits"]]
+            lines = [f"**{label}** (seed {seed})", "", "| step | " + " | ".join(splits) + " |",
+                     "|---|" + "---|" * len(splits), "| | " + " | ".join(" / ".join(measures) for _ in splits) + " |"]
+            for point in curve:
+                cells = [" / ".join(_value(point["splits"].get(s, {}).get(m)) for m in measures) for s in splits]
+                lines.append(f"| {point['step']} | " + " | ".join(cells) + " |")
+            blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def _value(value: float | None) -> str:
+    return "-" if _finite(value) is None else f"{value:.3f}".lstrip("0")
