@@ -183,7 +183,8 @@ def write_report(definition: Suite, results: dict, records: list[dict], out: Pat
               "seeds": seeds, "definition": str(definition.path.name),
               "runs": records, "summary": table, "comparisons": [c.to_json() for c in comparisons],
               "wall_s": wall_s, "runs_total_s": round(runs_s, 1)}
-    markdown = summary_text(definition, table, comparisons, records, results, seeds=seeds, wall_s=wall_s, data=data)
+    markdown = summary_text(definition, table, comparisons, records, results, seeds=seeds, wall_s=wall_s,
+                            data=data)
     atomic_write_text(out / "summary.md", markdown)
     atomic_write_text(out / "suite.json", json.dumps(report, indent=2) + "\n")
     return SuiteResult(out, report, markdown)
@@ -191,8 +192,9 @@ def write_report(definition: Suite, results: dict, records: list[dict], out: Pat
 
 def summary_text(definition: Suite, table: dict, comparisons: list, records: list[dict], results: dict, *,
                  seeds: int, wall_s: float, data: str | Path | None = None) -> str:
-    """summary.md: the runs (compact and every measure), the comparisons, the learning curves, the time taken."""
-    from gcl_eval.report.suite_summary import compact_markdown, comparison_markdown, curves_markdown, summary_markdown
+    """summary.md: the runs (compact and every measure), the comparisons, the learning curves, the time."""
+    from gcl_eval.report.suite_summary import (compact_markdown, comparison_markdown, curves_markdown,
+                                               summary_markdown)
 
     lines = [f"# Suite {definition.name}", "", definition.description, ""]
     if definition.paper:
