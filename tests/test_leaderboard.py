@@ -380,17 +380,20 @@ def test_the_committed_site_names_worlds_and_aggregates_seeds():
         ("built-in world: default", "text"), ("built-in world: default", "image"),
         ("built-in world: default", "multi"), ("built-in world: second", "text"), ("built-in world: second", "image"),
         ("built-in world: second", "multi"), ("built-in world: held out (seed 7)", "text"),
-        ("built-in world: held out (seed 7)", "multi"), ("built-in world: control (quality hidden)", "image")]
-    assert len(manifest["models"]) == 40 and sum(len(m["runs"]) for m in manifest["models"].values()) == 104
+        ("built-in world: held out (seed 7)", "multi"), ("built-in world: control (quality hidden)", "image"),
+        ("built-in world: control (quality hidden)", "multi")]
+    assert len(manifest["models"]) == 49 and sum(len(m["runs"]) for m in manifest["models"].values()) == 117
     assert all(t["baseline"] for t in manifest["tables"])
 
 
 def test_the_leaderboard_gives_the_suite_summarys_numbers_for_a_pair():
     """The control world's tiny-gcl vs tiny-clip: same ratios, Holm p-values and stars as its summary.md."""
     suite = COMMITTED_RESULTS / "paper-control-mini"
-    (table,) = build_tables(group_models(collect_runs(suite)), baseline="tiny-clip")
+    image = [t for t in build_tables(group_models(collect_runs(suite)), baseline="tiny-clip") if t.track == "image"]
+    (table,) = image
     base, run = (next(m for m in table.rows if m.label == label) for label in ("tiny-clip", "tiny-gcl"))
-    (by_run_label,) = build_tables(group_models(collect_runs(suite)), baseline="tiny-clip seed 0")
+    (by_run_label,) = [t for t in build_tables(group_models(collect_runs(suite)), baseline="tiny-clip seed 0")
+                       if t.track == "image"]
     assert table.baseline == by_run_label.baseline == base.slug  # a seed's run label names its model too
     summary = suite_compare("tiny-gcl", [e.run for e in run.runs], "tiny-clip", [e.run for e in base.runs])
     expected = comparison_markdown(summary)

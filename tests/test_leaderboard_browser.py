@@ -174,12 +174,12 @@ def test_the_committed_site_fits_a_1280_pixel_screen_with_names_ranks_and_charts
         assert not any("synth-" in title for title in titles)
         boards = browser.find_elements(By.CSS_SELECTOR, "section.board")
         charts = browser.find_elements(By.CSS_SELECTOR, "section.board figure.overview svg.dots")
-        assert len(charts) == len(boards) == 9 and all(c.is_displayed() and c.size["height"] > 100 for c in charts)
+        assert len(charts) == len(boards) == 10 and all(c.is_displayed() and c.size["height"] > 100 for c in charts)
         rows = browser.find_elements(By.CSS_SELECTOR, "table.lb tbody tr")
-        assert len(rows) == 40 and {r.get_attribute("data-seeds") for r in rows} == {"1", "3"}
+        assert len(rows) == 49 and {r.get_attribute("data-seeds") for r in rows} == {"1", "3"}
         multi = boards[2]
         ranks = [td.text for td in multi.find_elements(By.CSS_SELECTOR, "tbody td.rank")]
-        assert ranks[0] == "1" and len(ranks) == 14
+        assert ranks[0] == "1" and len(ranks) == 19
         assert "is-baseline" in multi.find_element(By.CSS_SELECTOR, "tr[data-slug='paper-table1-mini--mini-clip']"
                                                    ).get_attribute("class")
         screenshot(browser, tmp_path, "leaderboard-committed-1280.png")
